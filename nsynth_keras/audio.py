@@ -1,0 +1,105 @@
+"""Reading wav files into 4-second, 16 kHz, mono float32 notes, with clear errors."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from nsynth_keras.config import NUM_SAMPLES, SAMPLE_RATE
+
+
+class AudioError(ValueError):
+    """A wav file that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass
+class Clip:
+    """A decoded note and what was done to fit it to the model's input."""
+
+    waveform: np.ndarray  # float32 [NUM_SAMPLES]
+    path: str
+    sample_rate: int
+    channels: int
+    num_samples: int
+    fixups: list[str] = field(default_factory=list)
+
+
+@dataclass
+class WavInfo:
+    """Header facts about a wav file; `standard` means TF's decode_wav reads it as is."""
+
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    subtype: str
+
+    @property
+    def standard(self) -> bool:
+        return self.sample_rate == SAMPLE_RATE and self.channels == 1 and self.subtype == "PCM_16"
+
+
+def probe_wav(path: str) -> WavInfo:
+    """Read a wav header; raise AudioError if the file is missing, empty or unreadable."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise AudioError(path, "file not found")
+    if os.path.getsize(path) == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    try:
+        info = sf.info(path)
+    except Exception as err:  # libsndfile reports many kinds of corruption
+        raise AudioError(path, f"not a readable audio file ({_first_line(err)})") from None
+    if info.format != "WAV" and info.format != "WAVEX":
+        raise AudioError(path, f"not a wav file (format {info.format})")
+    if info.frames <= 0:
+        raise AudioError(path, "no audio samples (header only or truncated)")
+    return WavInfo(path, int(info.samplerate), int(info.channels), int(info.frames), info.subtype)
+
+
+def read_wav(path: str) -> Clip:
+    """Decode any wav as a 16 kHz mono note of exactly 4 s.
+
+    Stereo is mixed to mono, other sample rates are resampled, and the note is
+    zero-padded or cropped to 4 s; `Clip.fixups` says which of these happened.
+    """
+    info = probe_wav(path)
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:
+        raise AudioError(str(path), f"cannot decode audio ({_first_line(err)})") from None
+    if data.shape[0] == 0:
+        raise AudioError(str(path), "no audio samples")
+    if not np.all(np.isfinite(data)):
+        raise AudioError(str(path), "contains NaN or infinite samples")
+    fixups = []
+    if data.shape[1] > 1:
+        fixups.append(f"mixed {data.shape[1]} channels to mono")
+    wave = data.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        g = math.gcd(rate, SAMPLE_RATE)
+        wave = resample_poly(wave, SAMPLE_RATE // g, rate // g).astype(np.float32)
+        fixups.append(f"resampled {rate} Hz to {SAMPLE_RATE} Hz")
+    n = wave.shape[0]
+    if n < NUM_SAMPLES:
+        fixups.append(f"zero-padded {n / SAMPLE_RATE:.2f} s to {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
+        wave = np.pad(wave, (0, NUM_SAMPLES - n))
+    elif n > NUM_SAMPLES:
+        fixups.append(f"cropped {n / SAMPLE_RATE:.2f} s to the first {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
+        wave = wave[:NUM_SAMPLES]
+    return Clip(np.asarray(wave, np.float32), str(path), rate, info.channels, n, fixups)
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[-1] if text else type(err).__name__

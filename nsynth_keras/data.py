@@ -1,0 +1,373 @@
+"""NSynth sources -> a tf.data.Dataset of notes.
+
+Every source yields the same element, a dict of
+``audio`` float32 [64000], ``family`` int32, ``source`` int32, ``pitch`` int32,
+``velocity`` int32, ``note`` string and ``instrument`` string.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from nsynth_keras.audio import AudioError, probe_wav, read_wav
+from nsynth_keras.config import DEFAULT_DATA_DIR, FAMILIES, NUM_SAMPLES, SOURCES, SPLITS
+
+log = logging.getLogger(__name__)
+
+TFDS_CONFIGS = ("full", "gansynth_subset", "gansynth_subset.f0_and_loudness")
+SHUFFLE_BUFFER = 10_000
+
+
+class DataError(ValueError):
+    """A data source that cannot be read; the message says what to do."""
+
+
+@dataclass
+class Filters:
+    """Which notes to keep; None keeps all."""
+
+    sources: tuple[str, ...] | None = None
+    pitch_min: int | None = None
+    pitch_max: int | None = None
+    max_examples: int | None = None
+
+    def keeps(self, source: int, pitch: int) -> bool:
+        if self.sources is not None and SOURCES[source] not in self.sources:
+            return False
+        if self.pitch_min is not None and pitch < self.pitch_min:
+            return False
+        if self.pitch_max is not None and pitch > self.pitch_max:
+            return False
+        return True
+
+
+@dataclass
+class NoteTable:
+    """The notes of one json/wav split that passed the checks, column by column."""
+
+    split: str
+    path: list[str] = field(default_factory=list)
+    note: list[str] = field(default_factory=list)
+    instrument: list[str] = field(default_factory=list)
+    family: list[int] = field(default_factory=list)
+    source: list[int] = field(default_factory=list)
+    pitch: list[int] = field(default_factory=list)
+    velocity: list[int] = field(default_factory=list)
+    standard: list[bool] = field(default_factory=list)  # decodable by tf.audio.decode_wav as is
+    skipped: list[str] = field(default_factory=list)  # "path: problem" for each bad note
+
+    def __len__(self) -> int:
+        return len(self.path)
+
+
+# --------------------------------------------------------------------------- json/wav
+
+
+def split_dir(data_dir: str, split: str) -> str:
+    return os.path.join(data_dir, f"nsynth-{split}")
+
+
+def read_examples(
+    data_dir: str, split: str, filters: Filters | None = None, *, strict: bool = False, seed: int = 0
+) -> NoteTable:
+    """Read ``nsynth-<split>/examples.json`` and check every listed wav's header.
+
+    A bad entry or wav is skipped with a warning and listed in ``NoteTable.skipped``;
+    with ``strict`` it raises instead. Labels are never changed.
+    """
+    filters = filters or Filters()
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if not os.path.isdir(data_dir):
+        raise DataError(
+            f"data directory {data_dir} does not exist; pass --data-dir pointing at the folder that "
+            "holds nsynth-train/, nsynth-valid/ and nsynth-test/ (the NSynth json/wav release)"
+        )
+    json_path = os.path.join(split_dir(data_dir, split), "examples.json")
+    if not os.path.isfile(json_path):
+        raise DataError(f"{json_path} not found: {data_dir} has no json/wav '{split}' split")
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            examples = json.load(f)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{json_path}: not valid JSON ({err})") from None
+    if not isinstance(examples, dict):
+        raise DataError(f"{json_path}: expected an object of note_str -> metadata")
+
+    table = NoteTable(split)
+    candidates = []
+    for key, meta in examples.items():
+        try:
+            row = _parse_entry(key, meta)
+        except (KeyError, TypeError, ValueError) as err:
+            _skip(table, f"{json_path}: entry {key!r}: {err}", strict)
+            continue
+        if filters.keeps(row["source"], row["pitch"]):
+            row["path"] = os.path.join(split_dir(data_dir, split), "audio", f"{key}.wav")
+            candidates.append(row)
+    if filters.max_examples is not None and filters.max_examples < len(candidates):
+        # A seeded sample (kept in file order) so a smoke run still sees every family.
+        keep = np.sort(np.random.default_rng(seed).choice(len(candidates), filters.max_examples, replace=False))
+        candidates = [candidates[i] for i in keep]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        infos = list(pool.map(_check_wav, [row["path"] for row in candidates]))
+    for row, info in zip(candidates, infos):
+        if isinstance(info, AudioError):
+            _skip(table, str(info), strict)
+            continue
+        for name in ("path", "note", "instrument", "family", "source", "pitch", "velocity"):
+            getattr(table, name).append(row[name])
+        table.standard.append(info)
+    if not len(table):
+        raise DataError(f"no usable notes in {json_path} with the filters given")
+    return table
+
+
+def _parse_entry(key: str, meta: dict) -> dict:
+    if not isinstance(meta, dict):
+        raise TypeError("metadata is not an object")
+    family = int(meta["instrument_family"])
+    source = int(meta["instrument_source"])
+    if not 0 <= family < len(FAMILIES):
+        raise ValueError(f"instrument_family {family} is not 0..{len(FAMILIES) - 1}")
+    if not 0 <= source < len(SOURCES):
+        raise ValueError(f"instrument_source {source} is not 0..{len(SOURCES) - 1}")
+    return {
+        "note": str(meta.get("note_str", key)),
+        "instrument": str(meta.get("instrument_str", key.rsplit("-", 2)[0])),
+        "family": family,
+        "source": source,
+        "pitch": int(meta["pitch"]),
+        "velocity": int(meta.get("velocity", 0)),
+    }
+
+
+def _check_wav(path: str) -> bool | AudioError:
+    """True: TF decodes it as is; False: needs the slow path; or the error."""
+    try:
+        info = probe_wav(path)
+        if not info.standard:
+            read_wav(path)  # non-standard files are rare: check the samples too (NaN, inf)
+        return info.standard
+    except AudioError as err:
+        return err
+
+
+def _skip(table: NoteTable, message: str, strict: bool) -> None:
+    if strict:
+        raise DataError(message + " (--strict: stopping; drop --strict to skip bad notes)")
+    log.warning("skipping %s", message)
+    table.skipped.append(message)
+
+
+def table_dataset(table: NoteTable, *, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """Stream the notes of a NoteTable, decoding wavs inside the pipeline."""
+    ds = tf.data.Dataset.from_tensor_slices(
+        {
+            "path": table.path,
+            "standard": table.standard,
+            "note": table.note,
+            "instrument": table.instrument,
+            "family": np.asarray(table.family, np.int32),
+            "source": np.asarray(table.source, np.int32),
+            "pitch": np.asarray(table.pitch, np.int32),
+            "velocity": np.asarray(table.velocity, np.int32),
+        }
+    )
+    if shuffle:
+        # NSynth is stored ordered by instrument, so a shuffle buffer after decoding
+        # would leave whole batches of one family: shuffle the (cheap) file list instead,
+        # over all of it, with a new order each epoch.
+        ds = ds.shuffle(len(table), seed=seed, reshuffle_each_iteration=True)
+    return ds.map(_decode_row, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _decode_row(row: dict) -> dict:
+    audio = tf.cond(row.pop("standard"), lambda: _decode_fast(row["path"]), lambda: _decode_slow(row["path"]))
+    row["audio"] = audio
+    row.pop("path")
+    return row
+
+
+def _decode_fast(path: tf.Tensor) -> tf.Tensor:
+    wave, _ = tf.audio.decode_wav(tf.io.read_file(path), desired_channels=1)
+    return fit_length(wave[:, 0])
+
+
+def _decode_slow(path: tf.Tensor) -> tf.Tensor:
+    wave = tf.py_function(lambda p: read_wav(p.numpy().decode()).waveform, [path], tf.float32)
+    return tf.ensure_shape(wave, [NUM_SAMPLES])
+
+
+def fit_length(wave: tf.Tensor) -> tf.Tensor:
+    """Crop or zero-pad a 1-D waveform to NUM_SAMPLES."""
+    wave = wave[:NUM_SAMPLES]
+    wave = tf.pad(wave, [[0, NUM_SAMPLES - tf.shape(wave)[0]]])
+    return tf.ensure_shape(wave, [NUM_SAMPLES])
+
+
+# --------------------------------------------------------------------------- TFDS
+
+
+def tfds_dataset(
+    split: str,
+    *,
+    config: str = "full",
+    data_dir: str | None = None,
+    filters: Filters | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """NSynth from tensorflow-datasets (``nsynth/<config>``), already prepared in data_dir."""
+    import tensorflow_datasets as tfds
+
+    filters = filters or Filters()
+    if config not in TFDS_CONFIGS:
+        raise DataError(f"unknown TFDS nsynth config {config!r}; choose one of {', '.join(TFDS_CONFIGS)}")
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    try:
+        ds = tfds.load(
+            f"nsynth/{config}",
+            split=split,
+            data_dir=data_dir,
+            download=False,
+            shuffle_files=shuffle,
+            read_config=tfds.ReadConfig(shuffle_seed=seed) if shuffle else None,
+        )
+    except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as err:
+        where = data_dir or "the default TFDS folder (~/tensorflow_datasets)"
+        raise DataError(
+            f"TFDS nsynth/{config} is not prepared in {where} ({type(err).__name__}). Either prepare it "
+            "once with Apache Beam (pip install -r requirements-tfds.txt; see README 'Full NSynth and many "
+            "machines') and pass its folder as --data-dir, or use the json/wav release: "
+            "--source jsonwav --data-dir <folder with nsynth-train/ nsynth-valid/ nsynth-test/>"
+        ) from None
+
+    def to_element(ex: dict) -> dict:
+        note = ex["id"]
+        return {
+            "audio": fit_length(tf.cast(ex["audio"], tf.float32)),
+            "family": tf.cast(ex["instrument"]["family"], tf.int32),
+            "source": tf.cast(ex["instrument"]["source"], tf.int32),
+            "pitch": tf.cast(ex["pitch"], tf.int32),
+            "velocity": tf.cast(ex["velocity"], tf.int32),
+            "note": note,
+            "instrument": tf.strings.regex_replace(note, r"-\d+-\d+$", ""),
+        }
+
+    ds = ds.map(to_element, num_parallel_calls=tf.data.AUTOTUNE)
+    keep = _tf_filter(filters)
+    if keep is not None:
+        ds = ds.filter(keep)
+    if shuffle:
+        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+    if filters.max_examples is not None:
+        ds = ds.take(filters.max_examples)
+    return ds
+
+
+def _tf_filter(filters: Filters):
+    if filters.sources is None and filters.pitch_min is None and filters.pitch_max is None:
+        return None
+    allowed = tf.constant([s in (filters.sources or SOURCES) for s in SOURCES])
+    lo = -1 if filters.pitch_min is None else filters.pitch_min
+    hi = 1_000 if filters.pitch_max is None else filters.pitch_max
+
+    def keep(ex: dict) -> tf.Tensor:
+        return tf.gather(allowed, ex["source"]) & (ex["pitch"] >= lo) & (ex["pitch"] <= hi)
+
+    return keep
+
+
+# --------------------------------------------------------------------------- one entry point
+
+
+@dataclass
+class DataSpec:
+    """Where notes come from: the same flags in every command."""
+
+    source: str = "jsonwav"
+    data_dir: str | None = DEFAULT_DATA_DIR
+    tfds_config: str = "full"
+    filters: Filters = field(default_factory=Filters)
+    strict: bool = False
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source,
+            "data_dir": os.path.abspath(self.data_dir) if self.data_dir else None,
+            "tfds_config": self.tfds_config,
+            "instrument_sources": list(self.filters.sources) if self.filters.sources else None,
+            "pitch_min": self.filters.pitch_min,
+            "pitch_max": self.filters.pitch_max,
+            "max_examples": self.filters.max_examples,
+            "strict": self.strict,
+        }
+
+
+@dataclass
+class SplitData:
+    """A split's note dataset plus what a run should record about it."""
+
+    dataset: tf.data.Dataset
+    num_examples: int | None  # None where the source cannot tell cheaply (TFDS with filters)
+    skipped: list[str]
+    families: list[int] | None = None  # every note's family, where known without decoding
+
+
+def make_dataset(spec: DataSpec, split: str, *, shuffle: bool = False, seed: int = 0) -> SplitData:
+    """The note dataset of one split from the source a DataSpec names."""
+    if spec.source == "jsonwav":
+        table = read_examples(spec.data_dir, split, spec.filters, strict=spec.strict, seed=seed)
+        if table.skipped:
+            log.warning("%d bad notes skipped in split %s", len(table.skipped), split)
+        return SplitData(table_dataset(table, shuffle=shuffle, seed=seed), len(table), table.skipped, table.family)
+    if spec.source == "tfds":
+        ds = tfds_dataset(
+            split, config=spec.tfds_config, data_dir=spec.data_dir, filters=spec.filters, shuffle=shuffle, seed=seed
+        )
+        n = int(ds.cardinality()) if ds.cardinality() >= 0 else None
+        return SplitData(ds, n, [])
+    raise DataError(f"unknown source {spec.source!r}; choose jsonwav or tfds")
+
+
+def add_data_args(parser: argparse.ArgumentParser, *, split: str | None = None) -> None:
+    """The data flags every command shares."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--source", choices=("jsonwav", "tfds"), default="jsonwav",
+                   help="jsonwav: the official NSynth json/wav layout; tfds: a prepared tensorflow-datasets nsynth")
+    g.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                   help="json/wav: folder holding nsynth-{train,valid,test}/; tfds: the TFDS data_dir "
+                        "(default: %(default)s)")
+    g.add_argument("--tfds-config", default="full", choices=TFDS_CONFIGS, help="TFDS nsynth config")
+    if split is not None:
+        g.add_argument("--split", default=split, choices=SPLITS, help="split to read (default: %(default)s)")
+    g.add_argument("--max-examples", type=int, default=None, metavar="N",
+                   help="use at most N notes per split (a seeded sample; for smoke runs)")
+    g.add_argument("--instrument-source", nargs="+", choices=SOURCES, default=None,
+                   help="keep only notes of these instrument sources")
+    g.add_argument("--pitch-min", type=int, default=None, help="lowest MIDI pitch kept")
+    g.add_argument("--pitch-max", type=int, default=None, help="highest MIDI pitch kept")
+    g.add_argument("--strict", action="store_true", help="stop at the first bad note instead of skipping it")
+
+
+def spec_from_args(args: argparse.Namespace) -> DataSpec:
+    if args.max_examples is not None and args.max_examples < 1:
+        raise DataError("--max-examples must be at least 1")
+    filters = Filters(
+        tuple(args.instrument_source) if args.instrument_source else None,
+        args.pitch_min,
+        args.pitch_max,
+        args.max_examples,
+    )
+    return DataSpec(args.source, args.data_dir, args.tfds_config, filters, args.strict)

@@ -1,0 +1,68 @@
+"""Note datasets -> batched (log-mel, family) datasets for Keras: features, cache, batch, prefetch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from nsynth_keras.data import SHUFFLE_BUFFER, DataSpec, SplitData, make_dataset
+from nsynth_keras.features import FRONTEND, log_mel
+
+
+def cache_key(spec: DataSpec, split: str) -> str:
+    """Changes whenever the frontend or the notes selected change, so a stale cache is never read."""
+    text = json.dumps({"frontend": FRONTEND, "data": spec.to_json(), "split": split}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def to_features(ex: dict) -> tuple[tf.Tensor, tf.Tensor]:
+    return log_mel(ex["audio"]), ex["family"]
+
+
+def feature_dataset(
+    notes: tf.data.Dataset,
+    batch_size: int,
+    *,
+    training: bool = False,
+    seed: int = 0,
+    cache: str | None = "memory",
+    augment: Callable | None = None,
+) -> tf.data.Dataset:
+    """Batched (log-mel [b, 64, 64, 1], family [b]) from a note dataset.
+
+    Features are computed once and cached (``cache``: "memory", a file prefix, or None);
+    ``augment`` (training only) runs on the cached features of each batch.
+    """
+    ds = notes.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache == "memory":
+        ds = ds.cache()
+    elif cache:
+        os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
+        ds = ds.cache(cache)
+    if training:
+        # The file list was shuffled before decoding; this reshuffles the cached order each epoch.
+        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if training and augment is not None:
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def split_features(
+    spec: DataSpec,
+    split: str,
+    batch_size: int,
+    *,
+    training: bool = False,
+    seed: int = 0,
+    cache_dir: str | None = None,
+    augment: Callable | None = None,
+) -> tuple[tf.data.Dataset, SplitData]:
+    """make_dataset + feature_dataset for one split; file cache under cache_dir if given."""
+    data = make_dataset(spec, split, shuffle=training, seed=seed)
+    cache = os.path.join(cache_dir, f"{split}-{cache_key(spec, split)}", "features") if cache_dir else "memory"
+    return feature_dataset(data.dataset, batch_size, training=training, seed=seed, cache=cache, augment=augment), data

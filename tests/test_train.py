@@ -1,0 +1,66 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from nsynth_keras import train
+from nsynth_keras.data import DataSpec, Filters
+from nsynth_keras.pipeline import split_features
+from nsynth_keras.runs import load_keras
+
+RUN_FILES = {"model.keras", "saved_model", "model.tflite", "labels.txt", "history.json", "config.json",
+             "learning_curves.png", "logs"}
+
+
+def test_train_cli_writes_a_complete_run_folder(trained_run):
+    assert RUN_FILES <= set(os.listdir(trained_run))
+    assert not [n for n in os.listdir(os.path.dirname(trained_run)) if n.startswith(".")]  # nothing partial left
+    cfg = json.load(open(os.path.join(trained_run, "config.json")))
+    assert cfg["settings"]["epochs"] == 3 and cfg["settings"]["seed"] == 1
+    assert cfg["versions"]["tensorflow"] and cfg["versions"]["tensorflow-io"]
+    assert cfg["model"]["params"] == 119691
+    assert set(cfg["scores"]) == {"train", "valid", "test"}
+    history = json.load(open(os.path.join(trained_run, "history.json")))
+    assert history["epoch"] == [0, 1, 2]
+    # A short real training run lowers the loss.
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_exported_tflite_matches_keras_on_real_notes(trained_run, data_dir):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = load_keras(os.path.join(trained_run, "model.keras"))
+    ds, _ = split_features(DataSpec(data_dir=data_dir, filters=Filters(max_examples=12)), "test", 12)
+    x = next(iter(ds))[0].numpy()
+    interpreter = Interpreter(model_path=os.path.join(trained_run, "model.tflite"))
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(inp["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    np.testing.assert_allclose(interpreter.get_tensor(out["index"]), model(x).numpy(), atol=1e-4)
+
+
+def test_savedmodel_serves_the_same_probabilities(trained_run, data_dir):
+    import tensorflow as tf
+
+    model = load_keras(os.path.join(trained_run, "model.keras"))
+    served = tf.saved_model.load(os.path.join(trained_run, "saved_model"))
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 1)).astype(np.float32)
+    np.testing.assert_allclose(served.serve(x).numpy(), model(x).numpy(), atol=1e-5)
+    assert "serving_default" in served.signatures
+
+
+def test_existing_run_is_not_overwritten(trained_run, data_dir, capsys):
+    out, name = os.path.split(trained_run)
+    rc = train.main(["--data-dir", data_dir, "--max-examples", "20", "--epochs", "1", "--out", out, "--run-name", name])
+    assert rc == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_bad_flags_give_clear_errors(tmp_path, capsys):
+    assert train.main(["--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--model", "resnet"])
