@@ -31,3 +31,26 @@ def plot_learning_curves(history: dict[str, list[float]], path: str) -> None:
         ax.legend()
     fig.suptitle("Learning curves (a widening gap means over-fitting)")
     save_figure(fig, path)
+
+
+def plot_confusion(counts: np.ndarray, path: str, title: str = "") -> None:
+    """Rows true family, columns predicted; colour is the row-normalised rate, text the count."""
+    from nsynth_keras.config import FAMILIES
+
+    rows = counts.sum(axis=1, keepdims=True)
+    rate = np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(8, 7))
+    im = ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
+    n = len(FAMILIES)
+    ax.set_xticks(range(n), FAMILIES, rotation=45, ha="right")
+    ax.set_yticks(range(n), FAMILIES)
+    ax.set_xlabel("predicted family")
+    ax.set_ylabel("true family")
+    for i in range(n):
+        for j in range(n):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center",
+                        color="white" if rate[i, j] > 0.5 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true family's notes")
+    ax.set_title(title or "Confusion matrix")
+    save_figure(fig, path)
