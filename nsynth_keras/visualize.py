@@ -54,3 +54,20 @@ def plot_confusion(counts: np.ndarray, path: str, title: str = "") -> None:
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true family's notes")
     ax.set_title(title or "Confusion matrix")
     save_figure(fig, path)
+
+
+def plot_tuning(trials: list[dict], path: str) -> None:
+    """val_accuracy against kernel count, padding and stride, one point per completed trial."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
+    for ax, key, label in zip(axes, ("base_filters", "padding", "strides"),
+                              ("kernels in the first block", "padding", "stride")):
+        values = [str(t[key]) for t in trials]
+        cats = sorted(set(values), key=lambda v: (len(v), v))
+        xs = [cats.index(v) + np.random.default_rng(len(ax.lines)).uniform(-0.1, 0.1) for v in values]
+        ax.scatter(xs, [t["val_accuracy"] for t in trials], alpha=0.7)
+        ax.set_xticks(range(len(cats)), cats)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("best val_accuracy")
+    fig.suptitle("Tuning trials")
+    save_figure(fig, path)
