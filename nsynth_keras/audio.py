@@ -43,10 +43,12 @@ class WavInfo:
     channels: int
     frames: int
     subtype: str
+    plain_wav: bool = True  # plain RIFF/WAVE whose chunks tile the file (what TF decodes)
 
     @property
     def standard(self) -> bool:
-        return self.sample_rate == SAMPLE_RATE and self.channels == 1 and self.subtype == "PCM_16"
+        return (self.plain_wav and self.sample_rate == SAMPLE_RATE and self.channels == 1
+                and self.subtype == "PCM_16")
 
 
 def probe_wav(path: str) -> WavInfo:
@@ -64,7 +66,28 @@ def probe_wav(path: str) -> WavInfo:
         raise AudioError(path, f"not a wav file (format {info.format})")
     if info.frames <= 0:
         raise AudioError(path, "no audio samples (header only or truncated)")
-    return WavInfo(path, int(info.samplerate), int(info.channels), int(info.frames), info.subtype)
+    tiles = _walk_chunks(path)
+    return WavInfo(path, int(info.samplerate), int(info.channels), int(info.frames), info.subtype,
+                   info.format == "WAV" and tiles)
+
+
+def _walk_chunks(path: str) -> bool:
+    """Raise AudioError if the data chunk is truncated; return True if the chunks tile the file
+    exactly, which TF's strict decode_wav needs (libsndfile also reads files with trailing junk)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return False  # RF64 and friends: leave them to libsndfile
+        offset = 12
+        while offset + 8 <= size:
+            f.seek(offset)
+            chunk_id, chunk_size = f.read(4), int.from_bytes(f.read(4), "little")
+            if chunk_id == b"data" and offset + 8 + chunk_size > size:
+                raise AudioError(path, f"truncated: the data chunk declares {chunk_size} bytes but the file "
+                                       f"has {size - offset - 8}")
+            offset += 8 + chunk_size + (chunk_size & 1)
+        return offset == size
 
 
 def read_wav(path: str) -> Clip:

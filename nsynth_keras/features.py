@@ -17,8 +17,11 @@ FRONTEND = {
     "f_min": F_MIN,
     "f_max": F_MAX,
     "top_db": TOP_DB,
-    "normalisation": "dB re the note's loudest bin, floored at -top_db, scaled to [-1, 1]",
+    "normalisation": "dB re the note's loudest bin, floored at -top_db, scaled to [-1, 1]; silence -> -1",
 }
+
+
+SILENCE = 1e-5  # mel magnitude; its power is dbscale's amin (1e-10)
 
 
 def _note_peak(power: tf.Tensor) -> tf.Tensor:
@@ -36,7 +39,10 @@ def log_mel(waveform: tf.Tensor) -> tf.Tensor:
     mel = tfio.audio.melscale(spec, rate=SAMPLE_RATE, mels=N_MELS, fmin=F_MIN, fmax=F_MAX)
     # ref is per note, so each note's maximum is 0 dB and the top_db floor is per note too.
     db = tfio.audio.dbscale(mel, top_db=TOP_DB, ref=_note_peak)
-    return (db / (TOP_DB / 2) + 1.0)[..., tf.newaxis]
+    features = db / (TOP_DB / 2) + 1.0
+    # A silent note has no peak to refer to: give it the floor (-1), not a flat 0 dB.
+    silent = tf.reduce_max(mel, axis=[-2, -1], keepdims=True) <= SILENCE
+    return tf.where(silent, -1.0, features)[..., tf.newaxis]
 
 
 @keras.saving.register_keras_serializable(package="nsynth_keras")
@@ -50,3 +56,65 @@ class LogMel(keras.layers.Layer):
         from nsynth_keras.config import INPUT_SHAPE
 
         return (input_shape[0], *INPUT_SHAPE)
+
+
+# --------------------------------------------------------------------------- augmentation
+# Training-only functions on batches of cached features (x [b, 64, 64, 1], one-hot y [b, 11]).
+
+AUGMENTATIONS = ("specaugment", "gain", "shift", "mel_roll", "mixup")
+
+
+def _spec_augment(x: tf.Tensor, time_param: int = 10, freq_param: int = 8) -> tf.Tensor:
+    def one(mel):
+        mel = tfio.audio.time_mask(mel, param=time_param)
+        return tfio.audio.freq_mask(mel, param=freq_param)
+
+    return tf.map_fn(one, x[..., 0])[..., tf.newaxis]
+
+
+def _gain(x: tf.Tensor, max_db: float = 6.0) -> tf.Tensor:
+    # Features are dB re each note's peak, so a gain is an offset of the whole note.
+    db = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], -max_db, max_db)
+    return tf.clip_by_value(x + db / (TOP_DB / 2), -1.0, 1.0)
+
+
+def _shift(x: tf.Tensor, max_frames: int = 6) -> tf.Tensor:
+    """Delay the note by 0..max_frames frames (the front is filled with silence, -1)."""
+    k = tf.random.uniform([], 0, max_frames + 1, dtype=tf.int32)
+    return tf.concat([-tf.ones_like(x[:, :k]), x[:, : tf.shape(x)[1] - k]], axis=1)
+
+
+def _mel_roll(x: tf.Tensor, max_bands: int = 2) -> tf.Tensor:
+    """A small pitch shift: roll the mel axis by up to max_bands."""
+    return tf.roll(x, tf.random.uniform([], -max_bands, max_bands + 1, dtype=tf.int32), axis=2)
+
+
+def _mixup(x: tf.Tensor, y: tf.Tensor, alpha: float = 0.2) -> tuple[tf.Tensor, tf.Tensor]:
+    g1 = tf.random.gamma([tf.shape(x)[0]], alpha)
+    g2 = tf.random.gamma([tf.shape(x)[0]], alpha)
+    lam = g1 / (g1 + g2)
+    perm = tf.random.shuffle(tf.range(tf.shape(x)[0]))
+    lx, ly = tf.reshape(lam, [-1, 1, 1, 1]), tf.reshape(lam, [-1, 1])
+    return lx * x + (1 - lx) * tf.gather(x, perm), ly * y + (1 - ly) * tf.gather(y, perm)
+
+
+def make_augment(names: list[str] | tuple[str, ...]):
+    """A batch function applying the named augmentations, for Dataset.map on training batches only."""
+    unknown = set(names) - set(AUGMENTATIONS)
+    if unknown:
+        raise ValueError(f"unknown augmentation(s) {sorted(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
+
+    def augment(x, y):
+        if "specaugment" in names:
+            x = _spec_augment(x)
+        if "gain" in names:
+            x = _gain(x)
+        if "shift" in names:
+            x = _shift(x)
+        if "mel_roll" in names:
+            x = _mel_roll(x)
+        if "mixup" in names:
+            x, y = _mixup(x, y)
+        return x, y
+
+    return augment

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -30,12 +29,11 @@ def feature_dataset(
     training: bool = False,
     seed: int = 0,
     cache: str | None = "memory",
-    augment: Callable | None = None,
 ) -> tf.data.Dataset:
     """Batched (log-mel [b, 64, 64, 1], family [b]) from a note dataset.
 
-    Features are computed once and cached (``cache``: "memory", a file prefix, or None);
-    ``augment`` (training only) runs on the cached features of each batch.
+    Features are computed once and cached (``cache``: "memory", a file prefix, or None),
+    so augmentation, mapped on the batches afterwards, sees fresh randomness each epoch.
     """
     ds = notes.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
     if cache == "memory":
@@ -46,10 +44,7 @@ def feature_dataset(
     if training:
         # The file list was shuffled before decoding; this reshuffles the cached order each epoch.
         ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if training and augment is not None:
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def split_features(
@@ -60,9 +55,8 @@ def split_features(
     training: bool = False,
     seed: int = 0,
     cache_dir: str | None = None,
-    augment: Callable | None = None,
 ) -> tuple[tf.data.Dataset, SplitData]:
     """make_dataset + feature_dataset for one split; file cache under cache_dir if given."""
     data = make_dataset(spec, split, shuffle=training, seed=seed)
     cache = os.path.join(cache_dir, f"{split}-{cache_key(spec, split)}", "features") if cache_dir else "memory"
-    return feature_dataset(data.dataset, batch_size, training=training, seed=seed, cache=cache, augment=augment), data
+    return feature_dataset(data.dataset, batch_size, training=training, seed=seed, cache=cache), data

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from nsynth_keras.config import DEFAULT_RUNS_DIR, FAMILIES, NUM_CLASSES
 from nsynth_keras.data import DataError, DataSpec, add_data_args, spec_from_args
-from nsynth_keras.features import FRONTEND
+from nsynth_keras.features import AUGMENTATIONS, FRONTEND, make_augment
 from nsynth_keras.model import HOMEWORK, build_cnn
 from nsynth_keras.pipeline import split_features
 from nsynth_keras.runs import RunError, package_versions, write_json, write_labels
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
     t.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                    help="learning-rate schedule over the epochs")
+    t.add_argument("--augment", nargs="+", default=[], choices=AUGMENTATIONS, metavar="AUG",
+                   help=f"training-only augmentations: {', '.join(AUGMENTATIONS)}")
     t.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing for the cross-entropy")
     t.add_argument("--class-weight", action="store_true",
                    help="weight the loss by inverse family frequency (balanced)")
@@ -63,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after PATIENCE epochs without a better val_accuracy (0: off)")
     t.add_argument("--seed", type=int, default=0, help="seed for weights and shuffling (default: %(default)s)")
     t.add_argument("--deterministic", action="store_true",
-                   help="enable TF op determinism: identical metrics for identical runs (slower)")
+                   help="enable TF op determinism: identical metrics for identical runs (slower); "
+                        "--augment draws from stateful RNGs and is not bit-reproducible")
     t.add_argument("--mixed-precision", choices=("auto", "on", "off", "bf16"), default="auto",
                    help="auto: mixed_float16 when a GPU is visible, else float32; on: mixed_float16; "
                         "bf16: mixed_bfloat16 (fast on CPUs with AVX512-BF16); exports are always float32")
@@ -157,17 +160,24 @@ def train(args: argparse.Namespace, spec: DataSpec) -> str:
           if args.lr_schedule == "cosine" else args.learning_rate)
     compile_model(model, lr, args.label_smoothing)
     best_path = os.path.join(work_dir, "best.weights.h5")
+    checkpoint = keras.callbacks.ModelCheckpoint(best_path, monitor="val_accuracy", save_best_only=True,
+                                                 save_weights_only=True)
+    earlier = read_history(os.path.join(work_dir, "history.csv")).get("val_accuracy")
+    if resuming and earlier:
+        checkpoint.best = max(earlier)  # a resumed run keeps its best epoch so far
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(work_dir, "backup")),
-        keras.callbacks.ModelCheckpoint(best_path, monitor="val_accuracy", save_best_only=True,
-                                        save_weights_only=True),
+        checkpoint,
         keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
         keras.callbacks.CSVLogger(os.path.join(work_dir, "history.csv"), append=True),
     ]
     if args.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=args.early_stopping))
     class_weight = balanced_class_weight(train_data.families) if args.class_weight else None
-    model.fit(train_ds.map(one_hot), validation_data=valid_ds.map(one_hot), epochs=args.epochs,
+    fit_ds = train_ds.map(one_hot)
+    if args.augment:
+        fit_ds = fit_ds.map(make_augment(args.augment), num_parallel_calls=tf.data.AUTOTUNE)
+    model.fit(fit_ds, validation_data=valid_ds.map(one_hot), epochs=args.epochs,
               callbacks=callbacks, class_weight=class_weight, verbose=2 if os.environ.get("CI") else "auto")
     if os.path.exists(best_path):
         model.load_weights(best_path)
@@ -198,13 +208,18 @@ def train(args: argparse.Namespace, spec: DataSpec) -> str:
 
 
 def read_history(csv_path: str) -> dict[str, list[float]]:
-    """Per-epoch metrics from the CSVLogger file, which survives a resume, unlike History."""
+    """Per-epoch metrics from the CSVLogger file, which survives a resume, unlike History.
+
+    A kill between two callbacks can log an epoch that is then run again: the last row wins.
+    """
     import csv
 
+    if not os.path.exists(csv_path):
+        return {}
     with open(csv_path, encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+        rows = {int(row["epoch"]): row for row in csv.DictReader(f) if row.get("epoch")}
     history: dict[str, list[float]] = {}
-    for row in rows:
+    for _, row in sorted(rows.items()):
         for key, value in row.items():
             history.setdefault(key, []).append(int(value) if key == "epoch" else float(value))
     return history
