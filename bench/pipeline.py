@@ -1,0 +1,139 @@
+"""Input-pipeline benchmark, all figures measured side by side in one run on the same real notes.
+
+    python bench/pipeline.py --data-dir ../shared/nsynth [--split train] [--max-examples N]
+
+1. log-mel clips/s from wav files: tf.data + tensorflow-io (parallel decode and map) vs a plain
+   librosa loop computing the same 64x64 log-mel (same n_fft, hop, HTK mel bands, dB, floor);
+2. first (decode + features) vs cached epoch input time;
+3. training examples/s fed by the pipeline vs from in-memory arrays (is the input the bottleneck?);
+4. peak RSS while streaming the whole split (no cache).
+Targets: (1) >= 5x, (2) cached <= 10% of first, (3) >= 90%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+
+from nsynth_keras import config  # noqa: E402
+from nsynth_keras.data import DataSpec, Filters, make_dataset  # noqa: E402
+from nsynth_keras.pipeline import feature_dataset  # noqa: E402
+
+
+def librosa_log_mel(path: str) -> np.ndarray:
+    import librosa
+    import soundfile as sf
+
+    wave, _ = sf.read(path, dtype="float32")
+    wave = np.pad(wave[: config.NUM_SAMPLES], (0, max(0, config.NUM_SAMPLES - len(wave))))
+    # tfio pads the end (pad_end) and does not centre frames: do the same here.
+    padded = np.pad(wave, (0, config.N_FFT))
+    mel = librosa.feature.melspectrogram(y=padded, sr=config.SAMPLE_RATE, n_fft=config.N_FFT,
+                                         hop_length=config.HOP_LENGTH, n_mels=config.N_MELS, fmin=config.F_MIN,
+                                         fmax=config.F_MAX, htk=True, norm=None, center=False, power=1.0)
+    mel = mel[:, : config.N_FRAMES].T
+    db = librosa.power_to_db(mel**2, ref=np.max, top_db=config.TOP_DB)
+    return db / (config.TOP_DB / 2) + 1
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default="../shared/nsynth")
+    p.add_argument("--split", default="train")
+    p.add_argument("--max-examples", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", default=None, help="also write the figures here")
+    args = p.parse_args(argv)
+    spec = DataSpec(data_dir=args.data_dir, filters=Filters(max_examples=args.max_examples))
+    data = make_dataset(spec, args.split)
+    n = data.num_examples
+    out = {"notes": n, "split": args.split, "cpu_count": os.cpu_count()}
+
+    # 4 first: peak RSS while streaming every note once, nothing cached.
+    base = rss_mib()
+    for _ in feature_dataset(make_dataset(spec, args.split).dataset, args.batch_size, cache=None):
+        pass
+    out["stream_peak_rss_mib"] = round(rss_mib(), 1)
+    out["stream_rss_growth_mib"] = round(rss_mib() - base, 1)
+
+    # 1. clips/s from the wav files (the same dataset object as above: traced and warm).
+    streaming = feature_dataset(data.dataset, args.batch_size, cache=None)
+    for _ in streaming.take(1):
+        pass
+    t = time.perf_counter()
+    for _ in streaming:
+        pass
+    tf_rate = n / (time.perf_counter() - t)
+    from nsynth_keras.data import read_examples
+
+    paths = read_examples(args.data_dir, args.split, spec.filters).path
+    # Same features? (librosa's float32 STFT against TF's; compared on the first note)
+    ours = next(iter(feature_dataset(make_dataset(spec, args.split).dataset, 1, cache=None)))[0].numpy()[0, ..., 0]
+    out["librosa_max_abs_diff"] = float(np.abs(librosa_log_mel(paths[0]) - ours).max())
+    t = time.perf_counter()
+    for path in paths:
+        librosa_log_mel(path)
+    librosa_rate = n / (time.perf_counter() - t)
+    out.update(tfdata_clips_per_s=round(tf_rate, 1), librosa_clips_per_s=round(librosa_rate, 1),
+               speedup=round(tf_rate / librosa_rate, 2))
+
+    # 2. first vs cached epoch.
+    ds = feature_dataset(make_dataset(spec, args.split).dataset, args.batch_size, training=True, cache="memory")
+    epochs = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in ds:
+            pass
+        epochs.append(time.perf_counter() - t)
+    out.update(first_epoch_s=round(epochs[0], 3), cached_epoch_s=round(min(epochs[1:]), 4),
+               cached_over_first=round(min(epochs[1:]) / epochs[0], 4))
+
+    # 3. training throughput: pipeline vs in-memory arrays, same model, same notes.
+    import keras
+
+    from nsynth_keras.model import build_baseline
+    from nsynth_keras.train import compile_model, one_hot
+
+    x = np.concatenate([b[0].numpy() for b in ds])
+    y = keras.utils.to_categorical(np.concatenate([b[1].numpy() for b in ds]), config.NUM_CLASSES)
+    rates = {}
+    for name, fit in (("pipeline", lambda m: m.fit(ds.map(one_hot), epochs=1, verbose=0)),
+                      ("in_memory", lambda m: m.fit(x, y, batch_size=args.batch_size, epochs=1, verbose=0))):
+        model = build_baseline()
+        compile_model(model, 1e-3)
+        fit(model)  # compile and warm up
+        t = time.perf_counter()
+        for _ in range(2):
+            fit(model)
+        rates[name] = 2 * n / (time.perf_counter() - t)
+    out.update(train_ex_per_s_pipeline=round(rates["pipeline"], 1),
+               train_ex_per_s_in_memory=round(rates["in_memory"], 1),
+               pipeline_over_in_memory=round(rates["pipeline"] / rates["in_memory"], 3))
+
+    out["targets"] = {"tfdata >= 5x librosa": out["speedup"] >= 5,
+                      "cached epoch <= 10% of first": out["cached_over_first"] <= 0.10,
+                      "pipeline training >= 90% of in-memory": out["pipeline_over_in_memory"] >= 0.90}
+    print(json.dumps(out, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return out
+
+
+if __name__ == "__main__":
+    main()
+

@@ -1,0 +1,37 @@
+"""Smoke tests: each bench script runs on a few real notes and reports its figures."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+
+
+def test_pipeline_bench_reports_every_figure(data_dir, tmp_path):
+    import pipeline
+
+    out = pipeline.main(["--data-dir", data_dir, "--max-examples", "16", "--batch-size", "8"])
+    for key in ("tfdata_clips_per_s", "librosa_clips_per_s", "cached_over_first", "pipeline_over_in_memory",
+                "stream_peak_rss_mib"):
+        assert out[key] > 0
+    assert out["notes"] == 16 and len(out["targets"]) == 3
+    assert out["librosa_max_abs_diff"] < 0.05  # the librosa loop computes the same features
+
+
+def test_inference_bench_times_every_format(trained_run):
+    import inference
+
+    result = inference.main([trained_run, "--repeats", "3"])
+    assert {"keras model(x)", "keras model.predict(x)", "saved_model serve(x)", "tflite model.tflite"} <= set(
+        result["latency_ms"])
+    assert all(ms > 0 for ms in result["latency_ms"].values())
+
+
+@pytest.mark.slow
+def test_accuracy_bench_quick(data_dir, tmp_path):
+    import accuracy
+
+    assert accuracy.main(["--data-dir", data_dir, "--quick", "--results", str(tmp_path)]) == 0
+    assert (tmp_path / "accuracy_quick.json").exists()
+    assert "| baseline |" in (tmp_path / "accuracy_quick.md").read_text()
