@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nsynth_keras import train  # noqa: E402
 from nsynth_keras.data import DataSpec, Filters  # noqa: E402
 from nsynth_keras.evaluate import evaluate  # noqa: E402
+from nsynth_keras.runs import write_json  # noqa: E402
 
 AUGMENT = ["--augment", "specaugment", "gain", "shift", "mel_roll", "mixup"]
 CONFIGS = {
@@ -103,9 +104,9 @@ def main(argv=None) -> int:
     table = summarise(results)
     os.makedirs(args.results, exist_ok=True)
     suffix = "_quick" if args.quick else ""
-    with open(os.path.join(args.results, f"accuracy{suffix}.json"), "w") as f:
-        json.dump({"configs": {k: CONFIGS[k] for k in results}, "epochs": args.epochs, "seeds": args.seeds,
-                   "runs": results, "summary": table}, f, indent=2)
+    write_json(os.path.join(args.results, f"accuracy{suffix}.json"),
+               {"configs": {k: CONFIGS[k] for k in results}, "epochs": args.epochs, "seeds": args.seeds,
+                "runs": results, "summary": table})
     md = markdown(table, args, args.seeds) if "baseline" in table else json.dumps(table, indent=2)
     with open(os.path.join(args.results, f"accuracy{suffix}.md"), "w") as f:
         f.write(md)

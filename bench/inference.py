@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nsynth_keras.config import INPUT_SHAPE, NUM_SAMPLES  # noqa: E402
 from nsynth_keras.inference import TFLiteClassifier  # noqa: E402
-from nsynth_keras.runs import find_model, load_keras  # noqa: E402
+from nsynth_keras.runs import find_model, load_keras, write_json  # noqa: E402
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -72,8 +72,7 @@ def main(argv=None) -> dict:
         }
         print(json.dumps(result["targets"], indent=2))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result)
     return result
 
 

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nsynth_keras import config  # noqa: E402
 from nsynth_keras.data import DataSpec, Filters, make_dataset  # noqa: E402
 from nsynth_keras.pipeline import feature_dataset  # noqa: E402
+from nsynth_keras.runs import write_json  # noqa: E402
 
 
 def librosa_log_mel(path: str) -> np.ndarray:
@@ -129,8 +130,7 @@ def main(argv=None) -> dict:
                       "pipeline training >= 90% of in-memory": out["pipeline_over_in_memory"] >= 0.90}
     print(json.dumps(out, indent=2))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        write_json(args.json, out)
     return out
 
 

@@ -96,9 +96,13 @@ def format_report(r: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
+def is_run_folder(model: str) -> bool:
+    return os.path.isdir(model) and not os.path.isfile(os.path.join(model, "saved_model.pb"))
+
+
 def output_stem(model: str) -> str:
     """'' for a run folder or its model.keras, else '_<file stem>' so reports do not collide."""
-    if os.path.isdir(model) and not os.path.isfile(os.path.join(model, "saved_model.pb")):
+    if is_run_folder(model):
         return ""
     name = os.path.basename(os.path.normpath(model))
     return "" if name == "model.keras" else "_" + name.split(".")[0]
@@ -113,8 +117,7 @@ def evaluate(model: str, spec: DataSpec, split: str, out: str | None = None) -> 
     r = report(y, probs, src)
     r.update({"split": split, "model": os.path.abspath(clf.path), "model_kind": clf.kind,
               "data": spec.to_json(), "seconds": round(time.time() - t, 1)})
-    folder = out or (model if os.path.isdir(model) and not os.path.isfile(os.path.join(model, "saved_model.pb"))
-                     else os.path.dirname(os.path.abspath(clf.path)))
+    folder = out or (model if is_run_folder(model) else os.path.dirname(os.path.abspath(clf.path)))
     stem = output_stem(model)
     json_path = os.path.join(folder, f"eval_{split}{stem}.json")
     write_json(json_path, r)

@@ -60,11 +60,6 @@ def write_json(path: str, obj) -> None:
         f.write("\n")
 
 
-def read_json(path: str):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def write_labels(path: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write("\n".join(FAMILIES) + "\n")
@@ -94,7 +89,3 @@ def load_keras(path: str):
         return keras.saving.load_model(path, compile=False)
     except Exception as err:  # zip, h5 and config errors all mean the same to a user
         raise RunError(f"{path}: cannot load the Keras model ({str(err).splitlines()[0][:200]})") from None
-
-
-def run_dir_of(model_path: str) -> str:
-    return os.path.dirname(os.path.abspath(model_path))

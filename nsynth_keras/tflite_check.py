@@ -84,7 +84,7 @@ def check_run(run: str, spec: DataSpec, split: str) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict], split: str, n: int | None = None) -> str:
+def format_table(rows: list[dict]) -> str:
     head = f"{'model':<27}{'KiB':>8}{'agree':>8}{'max|dp|':>10}{'acc':>7}{'ms/clip':>9}  result"
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"LiteRT interpreter (ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}), "
           f"split {args.split}, agreement with {find_model(args.run)}")
-    print(format_table(rows, args.split))
+    print(format_table(rows))
     write_json(os.path.join(args.run, f"tflite_check_{args.split}.json"), rows)
     failed = [r["model"] for r in rows if not r["passed"]]
     if failed:

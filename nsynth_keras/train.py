@@ -236,9 +236,8 @@ def write_outputs(model, work_dir, args, spec, kwargs, policy, scores, history, 
     write_labels(os.path.join(work_dir, "labels.txt"))
     write_json(os.path.join(work_dir, "history.json"), history)
     plot_learning_curves(history, os.path.join(work_dir, "learning_curves.png"))
-    settings = {k: v for k, v in vars(args).items()}
     write_json(os.path.join(work_dir, "config.json"), {
-        "settings": settings,
+        "settings": vars(args),
         "data": spec.to_json(),
         "model": {"builder": "build_cnn", "kwargs": {**kwargs, "filters": list(kwargs["filters"])},
                   "params": model.count_params()},

@@ -81,9 +81,8 @@ def test_every_bad_input_is_fixed_up_or_skipped_with_its_reason(bad_split):
 def test_fixups_are_reported(bad_split):
     root, _ = bad_split
     audio = os.path.join(root, "nsynth-train", "audio")
-    by_name = {json.loads(open(os.path.join(root, "nsynth-train", "examples.json")).read())[n]["instrument_str"]: n
-               for n in json.loads(open(os.path.join(root, "nsynth-train", "examples.json")).read())
-               if n.startswith("guitar_acoustic_0")}
+    entries = json.loads(open(os.path.join(root, "nsynth-train", "examples.json")).read())
+    by_name = {meta["instrument_str"]: note for note, meta in entries.items() if note.startswith("guitar_acoustic_0")}
     clip = read_wav(os.path.join(audio, by_name["rate22k"] + ".wav"))
     assert "resampled 22050 Hz to 16000 Hz" in clip.fixups
     assert any("cropped" in f for f in read_wav(os.path.join(audio, by_name["long"] + ".wav")).fixups)
