@@ -67,6 +67,15 @@ class NoteTable:
     def __len__(self) -> int:
         return len(self.path)
 
+    def shard(self, num_shards: int, index: int) -> NoteTable:
+        """Every num_shards-th note from index, after dropping the len % num_shards last notes,
+        so that every worker gets the same number of notes (and of steps per epoch)."""
+        usable = len(self) - len(self) % num_shards
+        part = NoteTable(self.split, skipped=self.skipped)
+        for name in ("path", "note", "instrument", "family", "source", "pitch", "velocity", "standard"):
+            setattr(part, name, getattr(self, name)[index:usable:num_shards])
+        return part
+
 
 # --------------------------------------------------------------------------- json/wav
 
@@ -325,12 +334,20 @@ class SplitData:
     families: list[int] | None = None  # every note's family, where known without decoding
 
 
-def make_dataset(spec: DataSpec, split: str, *, shuffle: bool = False, seed: int = 0) -> SplitData:
-    """The note dataset of one split from the source a DataSpec names."""
+def make_dataset(
+    spec: DataSpec, split: str, *, shuffle: bool = False, seed: int = 0, shard: tuple[int, int] | None = None
+) -> SplitData:
+    """The note dataset of one split from the source a DataSpec names.
+
+    ``shard=(num_workers, index)`` splits the json/wav file list between workers before decoding.
+    TFDS datasets are left whole: tf.distribute shards their TFRecord files (AutoShardPolicy.FILE).
+    """
     if spec.source == "jsonwav":
         table = read_examples(spec.data_dir, split, spec.filters, strict=spec.strict, seed=seed)
         if table.skipped:
             log.warning("%d bad notes skipped in split %s", len(table.skipped), split)
+        if shard is not None:
+            table = table.shard(*shard)
         return SplitData(table_dataset(table, shuffle=shuffle, seed=seed), len(table), table.skipped, table.family)
     if spec.source == "tfds":
         ds = tfds_dataset(

@@ -11,6 +11,7 @@ same --run-name resumes it from its last finished epoch.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mixed-precision", choices=("auto", "on", "off", "bf16"), default="auto",
                    help="auto: mixed_float16 when a GPU is visible, else float32; on: mixed_float16; "
                         "bf16: mixed_bfloat16 (fast on CPUs with AVX512-BF16); exports are always float32")
+    t.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
+                   help="default: one device; mirrored: all GPUs of this machine; multiworker: several machines "
+                        "(TF_CONFIG). --batch-size is per replica: the global batch is it x replicas")
     o = p.add_argument_group("output")
     o.add_argument("--out", default=DEFAULT_RUNS_DIR, help="folder for run folders (default: %(default)s)")
     o.add_argument("--run-name", default=None, help="run folder name (default: <model>-<timestamp>); "
@@ -126,14 +130,32 @@ def float32_copy(model: keras.Model, kwargs: dict) -> keras.Model:
     return clean
 
 
-def train(args: argparse.Namespace, spec: DataSpec) -> str:
-    """Train and write the run folder; return its path."""
+def make_strategy(name: str) -> tuple[tf.distribute.Strategy, int, int]:
+    """(strategy, number of workers, this worker's index); the index is 0 on the chief."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(), 1, 0
+    if name == "multiworker":
+        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+        if "cluster" not in tf_config or "task" not in tf_config:
+            raise RunError("--strategy multiworker needs TF_CONFIG with 'cluster' and 'task' (see README)")
+        if "chief" in tf_config["cluster"]:
+            raise RunError("TF_CONFIG: list every machine under 'worker'; worker 0 is the chief")
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        return strategy, len(tf_config["cluster"]["worker"]), int(tf_config["task"]["index"])
+    return tf.distribute.get_strategy(), 1, 0
+
+
+def train(args: argparse.Namespace, spec: DataSpec) -> str | None:
+    """Train and write the run folder; return its path (None on a non-chief worker)."""
+    # A MultiWorkerMirroredStrategy must exist before any other TF op.
+    strategy, num_workers, worker = make_strategy(args.strategy)
     keras.utils.set_random_seed(args.seed)
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
     run_name = args.run_name or f"{args.model}-{datetime.now():%Y%m%d-%H%M%S}"
     final_dir = os.path.join(args.out, run_name)
-    work_dir = os.path.join(args.out, f".{run_name}.partial")
+    # Each worker checkpoints into its own folder; only the chief (worker 0) writes the run folder.
+    work_dir = os.path.join(args.out, f".{run_name}.partial" + (f".worker{worker}" if worker else ""))
     if os.path.exists(final_dir) and not args.overwrite:
         raise RunError(f"{final_dir} already exists; pass --overwrite to replace it or choose another --run-name")
     resuming = os.path.isdir(os.path.join(work_dir, "backup"))
@@ -145,20 +167,27 @@ def train(args: argparse.Namespace, spec: DataSpec) -> str:
           + (" (resuming from its last finished epoch)" if resuming else ""))
 
     t0 = time.time()
-    train_ds, train_data = split_features(spec, "train", args.batch_size, training=True, seed=args.seed,
-                                          cache_dir=args.cache_dir)
-    valid_ds, valid_data = split_features(spec, "valid", args.batch_size, cache_dir=args.cache_dir)
+    global_batch = args.batch_size * strategy.num_replicas_in_sync
+    shard = (num_workers, worker) if num_workers > 1 and spec.source == "jsonwav" else None
+    if args.strategy != "default":
+        print(f"Strategy {args.strategy}: {num_workers} worker(s), {strategy.num_replicas_in_sync} replica(s) "
+              f"in sync, global batch {global_batch} ({args.batch_size} per replica)"
+              + (f"; this worker reads train shard {worker + 1}/{num_workers}" if shard else ""))
+    train_ds, train_data = split_features(spec, "train", global_batch, training=True, seed=args.seed,
+                                          cache_dir=args.cache_dir, shard=shard)
+    valid_ds, valid_data = split_features(spec, "valid", global_batch, cache_dir=args.cache_dir)
     test_ds, test_data = split_features(spec, "test", args.batch_size, cache_dir=args.cache_dir)
     skipped = {s: d.skipped for s, d in (("train", train_data), ("valid", valid_data), ("test", test_data))}
     print(f"Data ({spec.source}): {train_data.num_examples} train, {valid_data.num_examples} valid, "
           f"{test_data.num_examples} test notes; {sum(map(len, skipped.values()))} bad notes skipped")
 
     kwargs = model_kwargs(args)
-    model = build_cnn(**kwargs)
-    steps = args.epochs * -(-(train_data.num_examples or 1) // args.batch_size)
+    steps = args.epochs * -(-(train_data.num_examples or 1) // global_batch)
     lr = (keras.optimizers.schedules.CosineDecay(args.learning_rate, steps)
           if args.lr_schedule == "cosine" else args.learning_rate)
-    compile_model(model, lr, args.label_smoothing)
+    with strategy.scope():
+        model = build_cnn(**kwargs)
+        compile_model(model, lr, args.label_smoothing)
     best_path = os.path.join(work_dir, "best.weights.h5")
     checkpoint = keras.callbacks.ModelCheckpoint(best_path, monitor="val_accuracy", save_best_only=True,
                                                  save_weights_only=True)
@@ -174,11 +203,22 @@ def train(args: argparse.Namespace, spec: DataSpec) -> str:
     if args.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=args.early_stopping))
     class_weight = balanced_class_weight(train_data.families) if args.class_weight else None
-    fit_ds = train_ds.map(one_hot)
+    fit_ds, fit_valid = train_ds.map(one_hot), valid_ds.map(one_hot)
     if args.augment:
         fit_ds = fit_ds.map(make_augment(args.augment), num_parallel_calls=tf.data.AUTOTUNE)
-    model.fit(fit_ds, validation_data=valid_ds.map(one_hot), epochs=args.epochs,
-              callbacks=callbacks, class_weight=class_weight, verbose=2 if os.environ.get("CI") else "auto")
+    if args.strategy == "multiworker":
+        from nsynth_keras import distributed
+
+        distributed.fit(strategy, model, model.optimizer, with_shard_policy(fit_ds, spec.source), fit_valid,
+                        epochs=args.epochs, work_dir=work_dir, is_chief=worker == 0,
+                        label_smoothing=args.label_smoothing, class_weight=class_weight)
+    else:
+        model.fit(fit_ds, validation_data=fit_valid, epochs=args.epochs, callbacks=callbacks,
+                  class_weight=class_weight, verbose=2 if os.environ.get("CI") else "auto")
+    if worker:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        print(f"Worker {worker} finished {args.epochs} epochs; the chief writes {final_dir}")
+        return None
     if os.path.exists(best_path):
         model.load_weights(best_path)
     train_seconds = time.time() - t0
@@ -205,6 +245,14 @@ def train(args: argparse.Namespace, spec: DataSpec) -> str:
         print(f"{split:<7}{s['accuracy']:>10.3f}{s['top3']:>8.3f}{s['loss']:>8.3f}")
     print(f"\nWrote {final_dir} in {time.time() - t0:.0f} s")
     return final_dir
+
+
+def with_shard_policy(ds: tf.data.Dataset, source: str) -> tf.data.Dataset:
+    """json/wav file lists are sharded explicitly (OFF); TFDS TFRecords by file (FILE)."""
+    options = tf.data.Options()
+    policy = tf.data.experimental.AutoShardPolicy
+    options.experimental_distribute.auto_shard_policy = policy.OFF if source == "jsonwav" else policy.FILE
+    return ds.with_options(options)
 
 
 def read_history(csv_path: str) -> dict[str, list[float]]:

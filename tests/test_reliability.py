@@ -174,3 +174,36 @@ def test_missing_model_and_tfds_config_errors(tmp_path, capsys):
     assert "no such run folder" in capsys.readouterr().err
     assert train.main(["--source", "tfds", "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "not prepared" in capsys.readouterr().err
+
+
+def test_two_workers_train_together_and_the_chief_exports(data_dir, tmp_path):
+    from tests.test_tune import free_port
+
+    cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
+    cmd = [sys.executable, "-m", "nsynth_keras.train", "--data-dir", data_dir, "--max-examples", "64",
+           "--epochs", "1", "--batch-size", "16", "--strategy", "multiworker", "--out", str(tmp_path),
+           "--run-name", "mw", "--no-tflite"]
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, CI="1", PYTHONUNBUFFERED="1",
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "2 replica(s) in sync, global batch 32 (16 per replica)" in outs[0]
+    assert "train shard 1/2" in outs[0] and "train shard 2/2" in outs[1]
+    # Synchronous training: both workers saw the same all-reduced metrics.
+    epoch_lines = [next(line for line in out.splitlines() if line.startswith("Epoch 1/1")) for out in outs]
+    assert epoch_lines[0] == epoch_lines[1]
+    assert "Worker 1 finished" in outs[1]
+    assert sorted(os.listdir(tmp_path)) == ["mw"]  # the worker's folder is gone, the chief's renamed
+    assert {"model.keras", "saved_model", "history.json"} <= set(os.listdir(tmp_path / "mw"))
+
+
+def test_multiworker_without_tf_config_is_a_clear_error(data_dir, tmp_path, capsys, monkeypatch):
+    from nsynth_keras import train
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert train.main(["--data-dir", data_dir, "--strategy", "multiworker", "--out", str(tmp_path)]) == 2
+    assert "needs TF_CONFIG" in capsys.readouterr().err
