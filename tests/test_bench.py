@@ -35,3 +35,11 @@ def test_accuracy_bench_quick(data_dir, tmp_path):
     assert accuracy.main(["--data-dir", data_dir, "--quick", "--results", str(tmp_path)]) == 0
     assert (tmp_path / "accuracy_quick.json").exists()
     assert "| baseline |" in (tmp_path / "accuracy_quick.md").read_text()
+
+
+def test_precision_bench_times_every_policy(data_dir):
+    import precision
+
+    result = precision.main(["--data-dir", data_dir, "--max-examples", "16", "--epochs", "1"])
+    assert set(result["examples_per_s"]) == {"float32", "mixed_bfloat16", "mixed_float16"}
+    assert result["speed_vs_float32"]["float32"] == 1.0 and all(v > 0 for v in result["examples_per_s"].values())
