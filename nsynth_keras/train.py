@@ -189,19 +189,6 @@ def train(args: argparse.Namespace, spec: DataSpec) -> str | None:
         model = build_cnn(**kwargs)
         compile_model(model, lr, args.label_smoothing)
     best_path = os.path.join(work_dir, "best.weights.h5")
-    checkpoint = keras.callbacks.ModelCheckpoint(best_path, monitor="val_accuracy", save_best_only=True,
-                                                 save_weights_only=True)
-    earlier = read_history(os.path.join(work_dir, "history.csv")).get("val_accuracy")
-    if resuming and earlier:
-        checkpoint.best = max(earlier)  # a resumed run keeps its best epoch so far
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(work_dir, "backup")),
-        checkpoint,
-        keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
-        keras.callbacks.CSVLogger(os.path.join(work_dir, "history.csv"), append=True),
-    ]
-    if args.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=args.early_stopping))
     class_weight = balanced_class_weight(train_data.families) if args.class_weight else None
     fit_ds, fit_valid = train_ds.map(one_hot), valid_ds.map(one_hot)
     if args.augment:
@@ -213,7 +200,8 @@ def train(args: argparse.Namespace, spec: DataSpec) -> str | None:
                         epochs=args.epochs, work_dir=work_dir, is_chief=worker == 0,
                         label_smoothing=args.label_smoothing, class_weight=class_weight)
     else:
-        model.fit(fit_ds, validation_data=fit_valid, epochs=args.epochs, callbacks=callbacks,
+        model.fit(fit_ds, validation_data=fit_valid, epochs=args.epochs,
+                  callbacks=fit_callbacks(work_dir, best_path, resuming, args.early_stopping),
                   class_weight=class_weight, verbose=2 if os.environ.get("CI") else "auto")
     if worker:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -245,6 +233,24 @@ def train(args: argparse.Namespace, spec: DataSpec) -> str | None:
         print(f"{split:<7}{s['accuracy']:>10.3f}{s['top3']:>8.3f}{s['loss']:>8.3f}")
     print(f"\nWrote {final_dir} in {time.time() - t0:.0f} s")
     return final_dir
+
+
+def fit_callbacks(work_dir: str, best_path: str, resuming: bool, patience: int) -> list:
+    """Resume after a kill, keep the best epoch on valid, TensorBoard and a per-epoch CSV log."""
+    checkpoint = keras.callbacks.ModelCheckpoint(best_path, monitor="val_accuracy", save_best_only=True,
+                                                 save_weights_only=True)
+    earlier = read_history(os.path.join(work_dir, "history.csv")).get("val_accuracy")
+    if resuming and earlier:
+        checkpoint.best = max(earlier)  # a resumed run keeps its best epoch so far
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(work_dir, "backup")),
+        checkpoint,
+        keras.callbacks.TensorBoard(os.path.join(work_dir, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(work_dir, "history.csv"), append=True),
+    ]
+    if patience:
+        callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=patience))
+    return callbacks
 
 
 def with_shard_policy(ds: tf.data.Dataset, source: str) -> tf.data.Dataset:
