@@ -2,7 +2,7 @@
 each trained with 3 seeds on the real subset and scored on valid and test (unseen instruments)
 with the evaluate code.
 
-    python bench/accuracy.py --data-dir ../shared/nsynth            # about 20 min on 2 CPU cores
+    python bench/accuracy.py --data-dir ../shared/nsynth            # about 17 min on 2 CPU cores
     python bench/accuracy.py --data-dir ../shared/nsynth --quick    # smoke run: 1 seed, 1 epoch, few notes
 
 Writes bench/results/accuracy.json and bench/results/accuracy.md.
