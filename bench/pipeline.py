@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 from nsynth_keras import config  # noqa: E402
-from nsynth_keras.data import DataSpec, Filters, make_dataset  # noqa: E402
+from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
+from nsynth_keras.data import make_dataset, read_examples  # noqa: E402
 from nsynth_keras.pipeline import feature_dataset  # noqa: E402
 from nsynth_keras.runs import write_json  # noqa: E402
 
@@ -53,13 +54,11 @@ def rss_mib() -> float:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default="../shared/nsynth")
-    p.add_argument("--split", default="train")
-    p.add_argument("--max-examples", type=int, default=None)
+    add_data_args(p, split="train")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args(argv)
-    spec = DataSpec(data_dir=args.data_dir, filters=Filters(max_examples=args.max_examples))
+    spec = spec_from_args(args)
     data = make_dataset(spec, args.split)
     n = data.num_examples
     out = {"notes": n, "split": args.split, "cpu_count": os.cpu_count()}
@@ -79,7 +78,6 @@ def main(argv=None) -> dict:
     for _ in streaming:
         pass
     tf_rate = n / (time.perf_counter() - t)
-    from nsynth_keras.data import read_examples
 
     paths = read_examples(args.data_dir, args.split, spec.filters).path
     # Same features? (librosa's float32 STFT against TF's; compared on the first note)
@@ -107,7 +105,7 @@ def main(argv=None) -> dict:
     import keras
 
     from nsynth_keras.model import build_baseline
-    from nsynth_keras.train import compile_model, one_hot
+    from nsynth_keras.training import compile_model, one_hot
 
     x = np.concatenate([b[0].numpy() for b in ds])
     y = keras.utils.to_categorical(np.concatenate([b[1].numpy() for b in ds]), config.NUM_CLASSES)

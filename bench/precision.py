@@ -20,24 +20,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 
-from nsynth_keras.data import DataSpec, Filters  # noqa: E402
+from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
 from nsynth_keras.model import build_baseline  # noqa: E402
 from nsynth_keras.pipeline import split_features  # noqa: E402
 from nsynth_keras.runs import write_json  # noqa: E402
-from nsynth_keras.train import compile_model, one_hot  # noqa: E402
+from nsynth_keras.training import compile_model, one_hot  # noqa: E402
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default="../shared/nsynth")
+    add_data_args(p)
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per policy, after one warm-up epoch")
-    p.add_argument("--max-examples", type=int, default=None)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    ds, data = split_features(DataSpec(data_dir=args.data_dir, filters=Filters(max_examples=args.max_examples)),
-                              "train", 32, training=True)
+    ds, data = split_features(spec_from_args(args), "train", 32, training=True)
     ds = ds.map(one_hot)
     for _ in ds:  # fill the feature cache before any timing
         pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,11 +52,17 @@ class WavInfo:
                 and self.subtype == "PCM_16")
 
 
+MIN_RATE, MAX_RATE = 1_000, 384_000  # sample rates outside this are a broken (or hostile) header
+MAX_ABS_SAMPLE = 1e4  # float samples far outside full scale [-1, 1] overflow the float32 log-mel power
+
+
 def probe_wav(path: str) -> WavInfo:
-    """Read a wav header; raise AudioError if the file is missing, empty or unreadable."""
+    """Read a wav header; raise AudioError if the file is missing, empty, unreadable or implausible."""
     path = str(path)
     if not os.path.exists(path):
         raise AudioError(path, "file not found")
+    if os.path.isdir(path):
+        raise AudioError(path, "is a folder, not a wav file")
     if os.path.getsize(path) == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
@@ -66,28 +73,43 @@ def probe_wav(path: str) -> WavInfo:
         raise AudioError(path, f"not a wav file (format {info.format})")
     if info.frames <= 0:
         raise AudioError(path, "no audio samples (header only or truncated)")
-    tiles = _walk_chunks(path)
+    if not MIN_RATE <= info.samplerate <= MAX_RATE:
+        raise AudioError(path, f"sample rate {info.samplerate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz "
+                               "(a broken header?)")
+    canonical = _canonical_pcm16(path)
     return WavInfo(path, int(info.samplerate), int(info.channels), int(info.frames), info.subtype,
-                   info.format == "WAV" and tiles)
+                   info.format == "WAV" and canonical)
 
 
-def _walk_chunks(path: str) -> bool:
-    """Raise AudioError if the data chunk is truncated; return True if the chunks tile the file
-    exactly, which TF's strict decode_wav needs (libsndfile also reads files with trailing junk)."""
+def _canonical_pcm16(path: str) -> bool:
+    """True if TF's strict decode_wav reads the file as is: RIFF/WAVE, a 16- or 18-byte PCM 'fmt '
+    chunk first, one 'data' chunk holding whole frames, even-sized chunks that tile the file.
+    Raise AudioError if the data chunk is truncated. Anything else takes libsndfile's path."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(12)
         if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return False  # RF64 and friends: leave them to libsndfile
-        offset = 12
+        offset, block_align, data_chunks, canonical = 12, 0, 0, True
         while offset + 8 <= size:
             f.seek(offset)
             chunk_id, chunk_size = f.read(4), int.from_bytes(f.read(4), "little")
-            if chunk_id == b"data" and offset + 8 + chunk_size > size:
-                raise AudioError(path, f"truncated: the data chunk declares {chunk_size} bytes but the file "
-                                       f"has {size - offset - 8}")
+            if chunk_id == b"data":
+                if offset + 8 + chunk_size > size:
+                    raise AudioError(path, f"truncated: the data chunk declares {chunk_size} bytes but the file "
+                                           f"has {size - offset - 8}")
+                data_chunks += 1
+                canonical &= block_align > 0 and chunk_size % block_align == 0
+            elif chunk_id == b"fmt " and offset == 12 and chunk_size in (16, 18):
+                fields = f.read(16)
+                if len(fields) == 16:
+                    audio_format, channels, rate, byte_rate, block, bits = struct.unpack("<HHIIHH", fields)
+                    if audio_format == 1 and bits == 16 and channels >= 1 and block == 2 * channels \
+                            and byte_rate == block * rate:
+                        block_align = block
+            canonical &= chunk_size % 2 == 0
             offset += 8 + chunk_size + (chunk_size & 1)
-        return offset == size
+        return canonical and offset == size and block_align > 0 and data_chunks == 1
 
 
 def read_wav(path: str) -> Clip:
@@ -95,16 +117,22 @@ def read_wav(path: str) -> Clip:
 
     Stereo is mixed to mono, other sample rates are resampled, and the note is
     zero-padded or cropped to 4 s; `Clip.fixups` says which of these happened.
+    Only the first 4 s (and a little more for the resampling filter) are read.
     """
     info = probe_wav(path)
+    rate = info.sample_rate
+    needed = math.ceil(NUM_SAMPLES * rate / SAMPLE_RATE) + (rate // 100 if rate != SAMPLE_RATE else 0)
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(str(path), frames=needed, dtype="float32", always_2d=True)
     except Exception as err:
         raise AudioError(str(path), f"cannot decode audio ({_first_line(err)})") from None
     if data.shape[0] == 0:
         raise AudioError(str(path), "no audio samples")
     if not np.all(np.isfinite(data)):
         raise AudioError(str(path), "contains NaN or infinite samples")
+    peak = float(np.abs(data).max())
+    if peak > MAX_ABS_SAMPLE:
+        raise AudioError(str(path), f"samples reach {peak:.3g}, far outside audio full scale [-1, 1]")
     fixups = []
     if data.shape[1] > 1:
         fixups.append(f"mixed {data.shape[1]} channels to mono")
@@ -113,14 +141,13 @@ def read_wav(path: str) -> Clip:
         g = math.gcd(rate, SAMPLE_RATE)
         wave = resample_poly(wave, SAMPLE_RATE // g, rate // g).astype(np.float32)
         fixups.append(f"resampled {rate} Hz to {SAMPLE_RATE} Hz")
-    n = wave.shape[0]
-    if n < NUM_SAMPLES:
-        fixups.append(f"zero-padded {n / SAMPLE_RATE:.2f} s to {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
-        wave = np.pad(wave, (0, NUM_SAMPLES - n))
-    elif n > NUM_SAMPLES:
-        fixups.append(f"cropped {n / SAMPLE_RATE:.2f} s to the first {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
-        wave = wave[:NUM_SAMPLES]
-    return Clip(np.asarray(wave, np.float32), str(path), rate, info.channels, n, fixups)
+    seconds = info.frames / rate
+    if seconds * SAMPLE_RATE < NUM_SAMPLES:
+        fixups.append(f"zero-padded {seconds:.2f} s to {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
+    elif info.frames * SAMPLE_RATE > NUM_SAMPLES * rate:
+        fixups.append(f"cropped {seconds:.2f} s to the first {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
+    wave = np.pad(wave[:NUM_SAMPLES], (0, max(0, NUM_SAMPLES - wave.shape[0])))
+    return Clip(np.asarray(wave, np.float32), str(path), rate, info.channels, info.frames, fixups)
 
 
 def _first_line(err: Exception) -> str:

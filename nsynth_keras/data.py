@@ -7,10 +7,10 @@ Every source yields the same element, a dict of
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -116,7 +116,10 @@ def read_examples(
     for key, meta in examples.items():
         try:
             row = _parse_entry(key, meta)
-        except (KeyError, TypeError, ValueError) as err:
+        except KeyError as err:
+            _skip(table, f"{json_path}: entry {key!r}: missing field {err}", strict)
+            continue
+        except (TypeError, ValueError) as err:
             _skip(table, f"{json_path}: entry {key!r}: {err}", strict)
             continue
         if filters.keeps(row["source"], row["pitch"]):
@@ -141,22 +144,42 @@ def read_examples(
     return table
 
 
+NOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _label(meta: dict, field: str, names: tuple[str, ...]) -> int:
+    """An integer label in range that agrees with its ``<field>_str`` when both are given."""
+    value = meta[field]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{field} {value!r} is not an integer")
+    if not 0 <= value < len(names):
+        raise ValueError(f"{field} {value} is not 0..{len(names) - 1}")
+    name = meta.get(f"{field}_str")
+    if name is not None and name != names[value]:
+        raise ValueError(f"{field} {value} ({names[value]}) contradicts {field}_str {name!r}")
+    return value
+
+
+def _integer(meta: dict, field: str, default: int | None = None) -> int:
+    value = meta.get(field, default) if default is not None else meta[field]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{field} {value!r} is not an integer")
+    return value
+
+
 def _parse_entry(key: str, meta: dict) -> dict:
+    # The key names the wav file: a plain name, never a path out of the audio folder.
+    if not isinstance(key, str) or not NOTE_NAME.match(key) or ".." in key:
+        raise ValueError("the note name is not a plain file name (letters, digits, '_', '-', '.'; no '/' or '..')")
     if not isinstance(meta, dict):
         raise TypeError("metadata is not an object")
-    family = int(meta["instrument_family"])
-    source = int(meta["instrument_source"])
-    if not 0 <= family < len(FAMILIES):
-        raise ValueError(f"instrument_family {family} is not 0..{len(FAMILIES) - 1}")
-    if not 0 <= source < len(SOURCES):
-        raise ValueError(f"instrument_source {source} is not 0..{len(SOURCES) - 1}")
     return {
         "note": str(meta.get("note_str", key)),
         "instrument": str(meta.get("instrument_str", key.rsplit("-", 2)[0])),
-        "family": family,
-        "source": source,
-        "pitch": int(meta["pitch"]),
-        "velocity": int(meta.get("velocity", 0)),
+        "family": _label(meta, "instrument_family", FAMILIES),
+        "source": _label(meta, "instrument_source", SOURCES),
+        "pitch": _integer(meta, "pitch"),
+        "velocity": _integer(meta, "velocity", 0),
     }
 
 
@@ -237,7 +260,7 @@ def tfds_dataset(
     seed: int = 0,
 ) -> tf.data.Dataset:
     """NSynth from tensorflow-datasets (``nsynth/<config>``), already prepared in data_dir."""
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # 0.4 s to import, and only the tfds source needs it
 
     filters = filters or Filters()
     if config not in TFDS_CONFIGS:
@@ -323,6 +346,15 @@ class DataSpec:
             "strict": self.strict,
         }
 
+    @classmethod
+    def from_json(cls, d: dict) -> DataSpec:
+        """The inverse of to_json (a spec recorded in a run or a tuning project)."""
+        sources = d.get("instrument_sources")
+        filters = Filters(tuple(sources) if sources else None, d.get("pitch_min"), d.get("pitch_max"),
+                          d.get("max_examples"))
+        return cls(d.get("source", "jsonwav"), d.get("data_dir"), d.get("tfds_config", "full"), filters,
+                   bool(d.get("strict", False)))
+
 
 @dataclass
 class SplitData:
@@ -356,35 +388,3 @@ def make_dataset(
         n = int(ds.cardinality()) if ds.cardinality() >= 0 else None
         return SplitData(ds, n, [])
     raise DataError(f"unknown source {spec.source!r}; choose jsonwav or tfds")
-
-
-def add_data_args(parser: argparse.ArgumentParser, *, split: str | None = None) -> None:
-    """The data flags every command shares."""
-    g = parser.add_argument_group("data")
-    g.add_argument("--source", choices=("jsonwav", "tfds"), default="jsonwav",
-                   help="jsonwav: the official NSynth json/wav layout; tfds: a prepared tensorflow-datasets nsynth")
-    g.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                   help="json/wav: folder holding nsynth-{train,valid,test}/; tfds: the TFDS data_dir "
-                        "(default: %(default)s)")
-    g.add_argument("--tfds-config", default="full", choices=TFDS_CONFIGS, help="TFDS nsynth config")
-    if split is not None:
-        g.add_argument("--split", default=split, choices=SPLITS, help="split to read (default: %(default)s)")
-    g.add_argument("--max-examples", type=int, default=None, metavar="N",
-                   help="use at most N notes per split (a seeded sample; for smoke runs)")
-    g.add_argument("--instrument-source", nargs="+", choices=SOURCES, default=None,
-                   help="keep only notes of these instrument sources")
-    g.add_argument("--pitch-min", type=int, default=None, help="lowest MIDI pitch kept")
-    g.add_argument("--pitch-max", type=int, default=None, help="highest MIDI pitch kept")
-    g.add_argument("--strict", action="store_true", help="stop at the first bad note instead of skipping it")
-
-
-def spec_from_args(args: argparse.Namespace) -> DataSpec:
-    if args.max_examples is not None and args.max_examples < 1:
-        raise DataError("--max-examples must be at least 1")
-    filters = Filters(
-        tuple(args.instrument_source) if args.instrument_source else None,
-        args.pitch_min,
-        args.pitch_max,
-        args.max_examples,
-    )
-    return DataSpec(args.source, args.data_dir, args.tfds_config, filters, args.strict)

@@ -9,14 +9,14 @@ gradients all-reduced by the strategy, one checkpoint per epoch for resuming.
 
 from __future__ import annotations
 
-import csv
-import os
+import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from nsynth_keras.config import NUM_CLASSES
+from nsynth_keras.runs import RunError, RunFolder, append_history, read_history
 
 
 def _metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -39,6 +39,7 @@ def fit(
     is_chief: bool,
     label_smoothing: float = 0.0,
     class_weight: dict[int, float] | None = None,
+    run_name: str = "",
 ) -> None:
     """Train `model` (built in `strategy.scope()`) and log per-epoch metrics to
     work_dir/history.csv as CSVLogger does; keep the best-on-valid weights in
@@ -69,12 +70,12 @@ def fit(
 
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(work_dir, "backup"), max_to_keep=1)
+    run = RunFolder(work_dir)
+    manager = tf.train.CheckpointManager(checkpoint, run.backup, max_to_keep=1)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint)
         print(f"Resumed from epoch {int(epoch_var.numpy())}")
-    history_path = os.path.join(work_dir, "history.csv")
-    best = max((float(r["val_accuracy"]) for r in _rows(history_path)), default=-1.0)
+    best = max(read_history(run.history_csv).get("val_accuracy", []), default=-1.0)
     dist_train = strategy.experimental_distribute_dataset(train_ds)
     for epoch in range(int(epoch_var.numpy()), epochs):
         loss = hits = top3 = n = 0.0
@@ -82,6 +83,9 @@ def fit(
             step_loss, step_hits, step_top3, step_n = train_step(batch)
             loss, hits, top3, n = (loss + float(step_loss), hits + float(step_hits), top3 + float(step_top3),
                                    n + float(step_n))
+        if not math.isfinite(loss):
+            raise RunError(f"run {run_name}: the loss became {loss / n} in epoch {epoch + 1}; training diverged "
+                           "(try a lower --learning-rate) and nothing was written as a finished run")
         # Every worker scores the whole validation split with the same (synchronised) weights.
         probs, ys = zip(*((model(x, training=False).numpy(), y.numpy()) for x, y in valid_ds))
         val = _metrics(np.concatenate(probs), np.concatenate(ys))
@@ -92,23 +96,7 @@ def fit(
         if is_chief:
             if val["accuracy"] > best:
                 best = val["accuracy"]
-                model.save_weights(os.path.join(work_dir, "best.weights.h5"))
-            _append(history_path, row)
+                model.save_weights(run.best_weights)
+            append_history(run.history_csv, row)
         epoch_var.assign(epoch + 1)
         manager.save()
-
-
-def _rows(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _append(path: str, row: dict) -> None:
-    new = not os.path.exists(path)
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)

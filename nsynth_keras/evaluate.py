@@ -2,146 +2,40 @@
 
     python -m nsynth_keras.evaluate saved_models/<run> --data-dir ../shared/nsynth --split test
 
-MODEL is a run folder (its model.keras), a .keras or .tflite file, or a SavedModel folder;
-the report is the same for each. Writes eval_<split>.json and confusion_<split>.png into the
-run folder (or --out); for a model other than the run's model.keras the names get its stem.
+MODEL is a run folder (its model.keras), a .keras or .tflite file, or (with --trust-saved-model)
+a SavedModel folder; the report is the same for each. Writes eval_<split>.json and
+confusion_<split>.png into the run folder (or --out); for a model other than the run's
+model.keras the names get its stem.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 
-import numpy as np
-import tensorflow as tf
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
-
-from nsynth_keras.config import FAMILIES, NUM_CLASSES, SOURCES
-from nsynth_keras.data import DataError, DataSpec, add_data_args, make_dataset, spec_from_args
-from nsynth_keras.features import log_mel
-from nsynth_keras.inference import Classifier, load_classifier
-from nsynth_keras.runs import RunError, write_json
+from nsynth_keras.cli import add_data_args, make_parser, run_command, spec_from_args
+from nsynth_keras.evaluation import evaluate, format_report
+from nsynth_keras.inference import SAVED_MODEL_WARNING
 
 
-def predict_split(clf: Classifier, spec: DataSpec, split: str, batch_size: int = 64):
-    """(true families, instrument sources, probabilities) for every note of a split."""
-    data = make_dataset(spec, split)
-
-    def inputs(ex):
-        x = ex["audio"] if clf.takes_waveform else log_mel(ex["audio"])
-        return x, ex["family"], ex["source"]
-
-    ds = data.dataset.map(inputs, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
-    ys, srcs, probs = [], [], []
-    for x, y, s in ds:
-        probs.append(clf.predict(x.numpy()))
-        ys.append(y.numpy())
-        srcs.append(s.numpy())
-    return np.concatenate(ys), np.concatenate(srcs), np.concatenate(probs)
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser("evaluate", __doc__)
+    parser.add_argument("model", help="run folder, .keras or .tflite file (or a trusted SavedModel folder)")
+    parser.add_argument("--out", default=None, help="folder for the report files (default: the run folder)")
+    parser.add_argument("--trust-saved-model", action="store_true",
+                        help=f"accept a SavedModel folder: {SAVED_MODEL_WARNING}")
+    add_data_args(parser, split="test")
+    return parser
 
 
-def report(y_true: np.ndarray, probs: np.ndarray, sources: np.ndarray | None = None) -> dict:
-    """Accuracy, per-family precision/recall/F1/support, macro-F1 over present families,
-    top-3 accuracy, the confusion matrix and accuracy by instrument source."""
-    labels = list(range(NUM_CLASSES))
-    y_pred = probs.argmax(axis=1)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
-    present = support > 0
-    families = {}
-    for i, name in enumerate(FAMILIES):
-        if present[i]:
-            families[name] = {"accuracy": float(recall[i]), "precision": float(precision[i]),
-                              "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
-        else:  # no notes of this family: not averaged in as zero
-            families[name] = {"support": 0, "note": "no notes of this family in the split",
-                              "predicted": int((y_pred == i).sum())}
-    result = {
-        "num_notes": int(len(y_true)),
-        "accuracy": float((y_pred == y_true).mean()),
-        "top3_accuracy": float(top_k_accuracy_score(y_true, probs, k=3, labels=labels)),
-        "macro_f1": float(f1[present].mean()),
-        "macro_f1_families": [FAMILIES[i] for i in labels if present[i]],
-        "families": families,
-        "confusion_matrix": {"rows": "true family", "columns": "predicted family", "labels": list(FAMILIES),
-                             "counts": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
-    }
-    if sources is not None:
-        result["by_source"] = {
-            name: {"accuracy": float((y_pred[sources == i] == y_true[sources == i]).mean()),
-                   "num_notes": int((sources == i).sum())}
-            for i, name in enumerate(SOURCES) if (sources == i).any()
-        }
-    return result
-
-
-def format_report(r: dict, title: str = "") -> str:
-    lines = [title] if title else []
-    lines.append(f"{'family':<12}{'acc':>7}{'prec':>7}{'recall':>8}{'f1':>7}{'support':>9}")
-    for name, m in r["families"].items():
-        if m["support"]:
-            lines.append(f"{name:<12}{m['accuracy']:>7.3f}{m['precision']:>7.3f}{m['recall']:>8.3f}"
-                         f"{m['f1']:>7.3f}{m['support']:>9d}")
-        else:
-            lines.append(f"{name:<12}{'(no notes in this split)':>38}")
-    lines.append(f"\naccuracy {r['accuracy']:.3f}   top-3 {r['top3_accuracy']:.3f}   "
-                 f"macro-F1 {r['macro_f1']:.3f} (over {len(r['macro_f1_families'])} families)   "
-                 f"notes {r['num_notes']}")
-    if "by_source" in r:
-        lines.append("by source: " + ", ".join(f"{k} {v['accuracy']:.3f} (n={v['num_notes']})"
-                                             for k, v in r["by_source"].items()))
-    return "\n".join(lines)
-
-
-def is_run_folder(model: str) -> bool:
-    return os.path.isdir(model) and not os.path.isfile(os.path.join(model, "saved_model.pb"))
-
-
-def output_stem(model: str) -> str:
-    """'' for a run folder or its model.keras, else '_<file stem>' so reports do not collide."""
-    if is_run_folder(model):
-        return ""
-    name = os.path.basename(os.path.normpath(model))
-    return "" if name == "model.keras" else "_" + name.split(".")[0]
-
-
-def evaluate(model: str, spec: DataSpec, split: str, out: str | None = None) -> tuple[dict, str]:
-    from nsynth_keras.visualize import plot_confusion
-
-    clf = load_classifier(model)
-    t = time.time()
-    y, src, probs = predict_split(clf, spec, split)
-    r = report(y, probs, src)
-    r.update({"split": split, "model": os.path.abspath(clf.path), "model_kind": clf.kind,
-              "data": spec.to_json(), "seconds": round(time.time() - t, 1)})
-    folder = out or (model if is_run_folder(model) else os.path.dirname(os.path.abspath(clf.path)))
-    stem = output_stem(model)
-    json_path = os.path.join(folder, f"eval_{split}{stem}.json")
-    write_json(json_path, r)
-    plot_confusion(np.asarray(r["confusion_matrix"]["counts"]),
-                   os.path.join(folder, f"confusion_{split}{stem}.png"),
-                   title=f"{split}: accuracy {r['accuracy']:.3f}, macro-F1 {r['macro_f1']:.3f}")
-    return r, json_path
+def run(args: argparse.Namespace) -> None:
+    r, json_path = evaluate(args.model, spec_from_args(args), args.split, args.out, args.trust_saved_model)
+    print(format_report(r, f"{args.model} on {args.split} ({r['model_kind']})"))
+    print(f"\nWrote {json_path} and its confusion_{args.split}*.png")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nsynth_keras.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="run folder, .keras, .tflite or SavedModel folder")
-    parser.add_argument("--out", default=None, help="folder for the report files (default: the run folder)")
-    add_data_args(parser, split="test")
-    args = parser.parse_args(argv)
-    try:
-        r, json_path = evaluate(args.model, spec_from_args(args), args.split, args.out)
-    except (RunError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(format_report(r, f"{args.model} on {args.split} ({r['model_kind']})"))
-    print(f"\nWrote {json_path} and its confusion_{args.split}*.png")
-    return 0
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 import tensorflow_io as tfio
 
-from nsynth_keras.config import F_MAX, F_MIN, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, TOP_DB
+from nsynth_keras.config import F_MAX, F_MIN, HOP_LENGTH, INPUT_SHAPE, N_FFT, N_MELS, SAMPLE_RATE, TOP_DB
 
 # Frontend parameters in one dict: recorded in every run and part of the feature-cache key.
 FRONTEND = {
@@ -53,8 +53,6 @@ class LogMel(keras.layers.Layer):
         return log_mel(tf.cast(inputs, tf.float32))
 
     def compute_output_shape(self, input_shape):
-        from nsynth_keras.config import INPUT_SHAPE
-
         return (input_shape[0], *INPUT_SHAPE)
 
 

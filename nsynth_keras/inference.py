@@ -5,9 +5,16 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 
-from nsynth_keras.config import INPUT_SHAPE, NUM_CLASSES, NUM_SAMPLES
-from nsynth_keras.runs import RunError, find_model, load_keras
+from nsynth_keras.audio import Clip
+from nsynth_keras.config import FAMILIES, INPUT_SHAPE, NUM_CLASSES, NUM_SAMPLES
+from nsynth_keras.features import log_mel
+from nsynth_keras.runs import RunError, find_model, first_line, is_saved_model, load_keras
+
+SAVED_MODEL_WARNING = ("a SavedModel folder is a TensorFlow graph: loading it runs its ops, which can read and write "
+                       "files, so load only SavedModels you trust")
 
 
 class Classifier:
@@ -40,14 +47,12 @@ class SavedModelClassifier(Classifier):
     kind = "saved_model"
 
     def __init__(self, path: str):
-        import tensorflow as tf
-
         super().__init__(path)
         try:
             self.model = tf.saved_model.load(path)
             self.fn = self.model.serve
         except Exception as err:
-            raise RunError(f"{path}: cannot load the SavedModel ({str(err).splitlines()[0][:200]})") from None
+            raise RunError(f"{path}: cannot load the SavedModel ({first_line(err)})") from None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.fn(np.asarray(x, np.float32)).numpy()
@@ -59,8 +64,6 @@ class TFLiteClassifier(Classifier):
     kind = "tflite"
 
     def __init__(self, path: str, num_threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
-
         super().__init__(path)
         if not os.path.isfile(path):
             raise RunError(f"{path}: TFLite model not found")
@@ -68,7 +71,7 @@ class TFLiteClassifier(Classifier):
             self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
-            raise RunError(f"{path}: not a valid TFLite model ({str(err).splitlines()[0][:200]})") from None
+            raise RunError(f"{path}: not a valid TFLite model ({first_line(err)})") from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         shape = tuple(self.input["shape"][1:])
@@ -95,9 +98,26 @@ class TFLiteClassifier(Classifier):
             np.zeros((0, NUM_CLASSES), np.float32)
 
 
-def load_classifier(model: str) -> Classifier:
-    """A run folder (its model.keras), a .keras or .tflite file, or a SavedModel folder."""
-    if os.path.isdir(model) and os.path.isfile(os.path.join(model, "saved_model.pb")):
+def load_classifier(model: str, trust_saved_model: bool = False) -> Classifier:
+    """A run folder (its model.keras), a .keras or .tflite file, or (only if trusted) a SavedModel folder."""
+    if is_saved_model(model):
+        if not trust_saved_model:
+            raise RunError(f"{model}: {SAVED_MODEL_WARNING}. Use the run's model.keras or a .tflite file, "
+                           "or pass --trust-saved-model")
         return SavedModelClassifier(model)
     path = find_model(model)
     return TFLiteClassifier(path) if path.endswith(".tflite") else KerasClassifier(path)
+
+
+def predict_clips(clf: Classifier, clips: list[Clip]) -> np.ndarray:
+    """Probabilities [n, 11] for decoded clips."""
+    if not clips:
+        return np.zeros((0, NUM_CLASSES), np.float32)
+    waves = np.stack([c.waveform for c in clips])
+    x = waves if clf.takes_waveform else log_mel(waves).numpy()
+    return clf.predict(x)
+
+
+def top_k(probs: np.ndarray, k: int) -> list[tuple[str, float]]:
+    order = np.argsort(probs)[::-1][:k]
+    return [(FAMILIES[i], float(probs[i])) for i in order]

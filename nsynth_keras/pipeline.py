@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from nsynth_keras.data import SHUFFLE_BUFFER, DataSpec, SplitData, make_dataset
@@ -63,3 +64,19 @@ def split_features(
     key = cache_key(spec, split, shard)
     cache = os.path.join(cache_dir, f"{split}-{key}", "features") if cache_dir else "memory"
     return feature_dataset(data.dataset, batch_size, training=training, seed=seed, cache=cache), data
+
+
+def eval_dataset(spec: DataSpec, split: str, batch_size: int = 64) -> tf.data.Dataset:
+    """Every note of a split in file order, batched: its fields plus its log-mel as ``mel``."""
+    notes = make_dataset(spec, split).dataset
+    return notes.map(lambda e: {**e, "mel": log_mel(e["audio"])},
+                     num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def load_split(spec: DataSpec, split: str, keys: tuple[str, ...] = ("mel", "family")) -> dict[str, np.ndarray]:
+    """The named fields of every note of a split, in memory (for evaluation and plots, not training)."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    for batch in eval_dataset(spec, split):
+        for k in keys:
+            parts[k].append(batch[k].numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}

@@ -7,6 +7,9 @@ import os
 
 import pytest
 
+from nsynth_keras.data import DataSpec, Filters
+from nsynth_keras.training import TrainConfig, train
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_NSYNTH = os.environ.get("NSYNTH_DATA_DIR", os.path.join(ROOT, "..", "shared", "nsynth"))
 
@@ -39,10 +42,6 @@ def real_wav(data_dir, examples) -> str:
 @pytest.fixture(scope="session")
 def trained_run(data_dir, tmp_path_factory) -> str:
     """A baseline trained by the train CLI on a small seeded sample of real notes."""
-    from nsynth_keras import train
-
     out = tmp_path_factory.mktemp("runs")
-    rc = train.main(["--data-dir", data_dir, "--max-examples", "160", "--epochs", "3", "--out", str(out),
-                     "--run-name", "smoke", "--seed", "1"])
-    assert rc == 0
-    return os.path.join(str(out), "smoke")
+    config = TrainConfig(epochs=3, out=str(out), run_name="smoke", seed=1)
+    return train(config, DataSpec(data_dir=data_dir, filters=Filters(max_examples=160)))

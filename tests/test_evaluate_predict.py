@@ -7,7 +7,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from nsynth_keras import evaluate, predict
-from nsynth_keras.evaluate import report
+from nsynth_keras.evaluation import report
 
 
 def test_report_agrees_with_a_hand_checked_case():

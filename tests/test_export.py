@@ -4,12 +4,12 @@ import keras
 import numpy as np
 import pytest
 
-from nsynth_keras import export, tflite_check
+from nsynth_keras import export, tflite, tflite_check
 from nsynth_keras.data import DataSpec, Filters
 from nsynth_keras.features import log_mel
 from nsynth_keras.inference import TFLiteClassifier
+from nsynth_keras.pipeline import load_split
 from nsynth_keras.runs import load_keras
-from nsynth_keras.tflite_check import load_notes
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +20,10 @@ def exported_run(trained_run, data_dir):
 
 def test_every_format_is_written_with_labels(exported_run):
     names = set(os.listdir(exported_run))
-    assert set(export.VARIANTS.values()) <= names and "saved_model" in names and "labels.txt" in names
-    for variant, name in export.VARIANTS.items():
+    assert set(tflite.VARIANTS.values()) <= names and "saved_model" in names and "labels.txt" in names
+    for variant, name in tflite.VARIANTS.items():
         path = os.path.join(exported_run, name)
-        assert export.read_labels(path)[0] == "bass" and len(export.read_labels(path)) == 11
+        assert tflite.read_labels(path)[0] == "bass" and len(tflite.read_labels(path)) == 11
         clf = TFLiteClassifier(path)  # loads in the LiteRT interpreter
         assert clf.takes_waveform == (variant == "waveform")
         assert clf.input["dtype"] == np.float32 and clf.output["dtype"] == np.float32
@@ -31,7 +31,7 @@ def test_every_format_is_written_with_labels(exported_run):
 
 
 def test_waveform_model_equals_frontend_plus_model_on_real_notes(exported_run, data_dir):
-    waves, mels, _ = load_notes(DataSpec(data_dir=data_dir, filters=Filters(max_examples=8)), "test")
+    waves = load_split(DataSpec(data_dir=data_dir, filters=Filters(max_examples=8)), "test", ("audio",))["audio"]
     two_step = load_keras(os.path.join(exported_run, "model.keras"))(log_mel(waves)).numpy()
     one_step = TFLiteClassifier(os.path.join(exported_run, "model_waveform.tflite")).predict(waves)
     np.testing.assert_allclose(one_step, two_step, atol=1e-4)
@@ -54,7 +54,7 @@ def test_mixed_precision_trains_and_exports_a_float32_model(data_dir):
     """A mixed-precision model after a few real steps, and its float32 export on the same weights."""
     from nsynth_keras.model import build_cnn
     from nsynth_keras.pipeline import split_features
-    from nsynth_keras.train import compile_model, float32_copy, one_hot
+    from nsynth_keras.training import compile_model, float32_copy, one_hot
 
     kwargs = {"filters": (16, 32, 64, 128)}
     ds, _ = split_features(DataSpec(data_dir=data_dir, filters=Filters(max_examples=64)), "train", 16,
@@ -73,7 +73,7 @@ def test_mixed_precision_trains_and_exports_a_float32_model(data_dir):
             ours, theirs = export_model(x).numpy(), mixed(x).numpy()
             assert ours.dtype == np.float32
             np.testing.assert_allclose(ours, theirs, atol=atol)
-            lite = export.to_tflite(export_model, "fp32")
+            lite = tflite.to_tflite(export_model, "fp32")
             assert len(lite) > 100_000
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nsynth_keras.audio import AudioError, probe_wav, read_wav
-from nsynth_keras.config import NUM_SAMPLES
+from nsynth_keras.config import FAMILIES, NUM_SAMPLES
 from nsynth_keras.data import DataError, read_examples, table_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,8 +53,10 @@ def bad_split(data_dir, examples, tmp_path_factory):
     for i, (name, make) in enumerate(files.items()):
         note = f"guitar_acoustic_{i:03d}-060-100"
         make(str(audio / f"{note}.wav"))
-        entries[note] = dict(examples[key], note_str=note, instrument_str=name, instrument_family=i % 11)
-    entries["guitar_acoustic_900-060-100"] = dict(examples[key], note_str="missing", instrument_family=3)
+        entries[note] = dict(examples[key], note_str=note, instrument_str=name, instrument_family=i % 11,
+                             instrument_family_str=FAMILIES[i % 11])
+    entries["guitar_acoustic_900-060-100"] = dict(examples[key], note_str="missing", instrument_family=3,
+                                                  instrument_family_str="guitar")
     entries["bad_entry"] = {"instrument_family": "x"}
     (root / "nsynth-train" / "examples.json").write_text(json.dumps(entries))
     return str(root), entries

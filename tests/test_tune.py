@@ -1,4 +1,5 @@
 import csv
+import json
 import os
 import re
 import socket
@@ -8,7 +9,7 @@ import sys
 import keras_tuner as kt
 import pytest
 
-from nsynth_keras import tune
+from nsynth_keras import tune, tuning
 
 TINY = ["--max-examples", "60", "--epochs", "1", "--batch-size", "16"]
 
@@ -19,14 +20,14 @@ def test_impossible_configurations_fail_without_training():
     hp.Fixed("padding", "valid")
     hp.Fixed("blocks", 4)
     with pytest.raises(kt.errors.FailedTrialError, match="skipped: configuration .*strides=2"):
-        tune.CNNHyperModel().build(hp)
-    model = tune.CNNHyperModel().build(kt.HyperParameters())  # defaults: the homework network
+        tuning.CNNHyperModel().build(hp)
+    model = tuning.CNNHyperModel().build(kt.HyperParameters())  # defaults: the homework network
     assert model.count_params() == 119691
 
 
 def test_search_resume_summary_and_export_best(data_dir, tmp_path, capsys):
     project = str(tmp_path / "tuning" / "demo")
-    args = ["--data-dir", data_dir, "--project", project, "--algorithm", "random", *TINY]
+    args = ["--data-dir", data_dir, "--project", project, "--algorithm", "random", "--pitch-max", "80", *TINY]
     assert tune.main([*args, "--max-trials", "2"]) == 0
     first = sorted(n for n in os.listdir(project) if n.startswith("trial_"))
     assert len(first) == 2
@@ -36,16 +37,28 @@ def test_search_resume_summary_and_export_best(data_dir, tmp_path, capsys):
     assert len([n for n in os.listdir(project) if n.startswith("trial_")]) == 3
     assert tune.main(["--project", project, "--summary"]) == 0
     out = capsys.readouterr().out
-    completed, skipped = map(int, re.search(r"(\d+) trials completed, (\d+) skipped", out).groups())
+    completed, skipped = map(int, re.search(r"(\d+) trials completed, (\d+) failed", out).groups())
     assert completed + skipped == 3 and completed >= 1
     rows = list(csv.DictReader(open(os.path.join(project, "summary.csv"))))
     assert len(rows) == 3 and all(r["padding"] in ("same", "valid") for r in rows)
     assert os.path.getsize(os.path.join(project, "summary.png")) > 5_000
     runs = tmp_path / "runs"
-    assert tune.main(["--project", project, "--export-best", "--data-dir", data_dir, "--out", str(runs),
-                      *TINY]) == 0
+    # Only --epochs is given: the data filters and batch size come from the search's record.
+    assert tune.main(["--project", project, "--export-best", "--out", str(runs), "--epochs", "1"]) == 0
     run = runs / "tuned-demo"
     assert {"model.keras", "saved_model", "model.tflite", "config.json"} <= set(os.listdir(run))
+    cfg = json.load(open(run / "config.json"))
+    assert cfg["data"]["pitch_max"] == 80 and cfg["data"]["max_examples"] == 60
+    assert cfg["data"]["data_dir"] == os.path.abspath(data_dir)
+    assert cfg["settings"]["batch_size"] == 16 and cfg["settings"]["epochs"] == 1
+    assert cfg["settings"]["origin"]["from_command_line"] == ["epochs"]
+    assert "batch_size" in cfg["settings"]["origin"]["from_search"]
+    # A flag given now wins over the record, and config.json says so.
+    assert tune.main(["--project", project, "--export-best", "--out", str(runs), "--epochs", "1", "--pitch-max", "70",
+                      "--overwrite"]) == 0
+    cfg = json.load(open(run / "config.json"))
+    assert cfg["data"]["pitch_max"] == 70 and cfg["data"]["max_examples"] == 60
+    assert cfg["settings"]["origin"]["from_command_line"] == ["epochs", "pitch_max"]
 
 
 def free_port() -> int:

@@ -2,7 +2,7 @@ import os
 
 import numpy as np
 
-from nsynth_keras import visualize
+from nsynth_keras import plots, visualize
 from nsynth_keras.data import DataSpec, Filters
 
 
@@ -10,7 +10,7 @@ def test_top_activating_picks_the_notes_with_the_highest_peaks():
     act = np.zeros((6, 2, 2, 3), np.float32)
     act[4, 0, 0, 1] = 9.0  # note 4 excites channel 1 most, then note 2
     act[2, 1, 1, 1] = 5.0
-    chosen = visualize.top_activating([act], channels_per_block=1, top_n=2)
+    chosen = plots.top_activating([act], channels_per_block=1, top_n=2)
     assert chosen == [(1, 1, [4, 2])]
 
 
@@ -21,7 +21,7 @@ def test_visualize_cli_writes_the_three_pngs(trained_run, data_dir, tmp_path):
 
 
 def test_one_note_per_family_covers_every_family_present(data_dir):
-    notes = visualize.one_note_per_family(DataSpec(data_dir=data_dir, filters=Filters(max_examples=80)), "valid")
+    notes = plots.one_note_per_family(DataSpec(data_dir=data_dir, filters=Filters(max_examples=80)), "valid")
     families = [n["family"] for n in notes]
     assert len(families) == len(set(families)) >= 8 and "synth_lead" not in families
     assert all(n["mel"].shape == (64, 64) and n["audio"].shape == (64000,) for n in notes)

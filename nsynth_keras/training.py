@@ -1,0 +1,442 @@
+"""Training: TrainConfig, and train(config, spec) in four steps that read top to bottom:
+prepare the run folder, build the data, fit, finish (score, write, rename).
+
+What the train command, tune --export-best, the benchmarks, the tests and the notebook share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nsynth_keras import distributed, plots, tflite
+from nsynth_keras.config import DEFAULT_RUNS_DIR, FAMILIES, NUM_CLASSES
+from nsynth_keras.data import DataError, DataSpec
+from nsynth_keras.features import AUGMENTATIONS, FRONTEND, make_augment
+from nsynth_keras.model import HOMEWORK, build_cnn, feature_map_sizes
+from nsynth_keras.pipeline import split_features
+from nsynth_keras.runs import (
+    RunError,
+    RunFolder,
+    check_out_dir,
+    check_run_name,
+    package_versions,
+    read_history,
+    read_json,
+    remove,
+    replace,
+    write_json,
+    write_labels,
+)
+
+PRECISIONS = {"off": "float32", "on": "mixed_float16", "fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
+# Settings that may change when a killed run is resumed; every other setting must match.
+RESUMABLE_CHANGES = ("epochs", "early_stopping", "overwrite", "out", "run_name", "cache_dir", "tflite", "origin")
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting; the train command's flags map one to one onto these fields."""
+
+    model: str = "baseline"  # baseline: the homework CNN; cnn: configured by the fields below
+    filters: tuple[int, ...] = HOMEWORK["filters"]
+    kernel_size: int = 3
+    padding: str = "same"
+    strides: int = 1
+    dropout: float = 0.0
+    dense_units: int = 0
+    batch_norm: bool = False
+    global_pool: bool = False
+    weight_decay: float = 0.0
+    epochs: int = 20
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
+    augment: tuple[str, ...] = ()
+    label_smoothing: float = 0.0
+    class_weight: bool = False
+    early_stopping: int = 0
+    seed: int = 0
+    deterministic: bool = False
+    mixed_precision: str = "auto"
+    strategy: str = "default"
+    out: str = DEFAULT_RUNS_DIR
+    run_name: str | None = None
+    overwrite: bool = False
+    cache_dir: str | None = None
+    tflite: bool = True
+    origin: dict | None = None  # where the settings came from (e.g. a tuning project), recorded in config.json
+
+    @classmethod
+    def from_args(cls, args) -> TrainConfig:
+        """From an argparse Namespace whose flags are named like the fields (``--no-tflite`` -> tflite)."""
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+        if hasattr(args, "no_tflite"):
+            values["tflite"] = not args.no_tflite
+        return cls(**values)
+
+    def __post_init__(self):
+        self.filters = tuple(int(f) for f in self.filters)
+        self.augment = tuple(self.augment)
+
+    def validate(self) -> None:
+        checks = [
+            (self.model in ("baseline", "cnn"), f"--model {self.model!r}: choose baseline or cnn"),
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (math.isfinite(self.learning_rate) and self.learning_rate > 0, "--learning-rate must be above 0"),
+            (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
+            (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+            (self.weight_decay >= 0, "--weight-decay must be 0 or more"),
+            (self.early_stopping >= 0, "--early-stopping must be 0 or more"),
+            (self.dense_units >= 0, "--dense-units must be 0 or more"),
+            (self.kernel_size >= 1, "--kernel-size must be at least 1"),
+            (bool(self.filters) and min(self.filters) >= 1, "--filters must be positive kernel counts"),
+            (set(self.augment) <= set(AUGMENTATIONS), f"--augment: choose from {', '.join(AUGMENTATIONS)}"),
+            (self.mixed_precision in ("auto", *PRECISIONS), f"--mixed-precision {self.mixed_precision!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RunError(message)
+        if self.run_name is not None:
+            check_run_name(self.run_name)
+        kw = self.model_kwargs()  # a configuration that shrinks to nothing fails here, before any data or TF op
+        feature_map_sizes(kw["filters"], kw["kernel_size"], kw["padding"], kw["strides"])
+
+    def model_kwargs(self) -> dict:
+        if self.model == "baseline":
+            return dict(HOMEWORK, name="baseline")
+        return {
+            "filters": self.filters, "kernel_size": self.kernel_size, "padding": self.padding,
+            "strides": self.strides, "dropout": self.dropout, "dense_units": self.dense_units,
+            "batch_norm": self.batch_norm, "global_pool": self.global_pool, "weight_decay": self.weight_decay,
+        }
+
+    def to_json(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_argv(self) -> list[str]:
+        """The train command's flags for this config (fields left at their defaults are left out)."""
+        argv, default = [], TrainConfig()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "origin" or value == getattr(default, f.name):
+                continue
+            if f.name == "tflite":
+                argv.append("--no-tflite")
+            elif isinstance(value, bool):
+                argv.append(f"--{f.name.replace('_', '-')}")
+            elif isinstance(value, tuple):
+                argv += [f"--{f.name.replace('_', '-')}", *map(str, value)]
+            else:
+                argv += [f"--{f.name.replace('_', '-')}", str(value)]
+        return argv
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def resolve_precision(choice: str) -> str:
+    if choice == "auto":
+        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    return PRECISIONS[choice]
+
+
+def balanced_class_weight(families: list[int] | None) -> dict[int, float]:
+    if not families:
+        raise DataError("--class-weight needs the family of every training note (json/wav source)")
+    counts = np.bincount(families, minlength=NUM_CLASSES)
+    present = counts > 0
+    return {i: float(len(families) / (present.sum() * c)) if c else 0.0 for i, c in enumerate(counts)}
+
+
+def one_hot(x: tf.Tensor, y: tf.Tensor):
+    return x, tf.one_hot(y, NUM_CLASSES)
+
+
+def compile_model(model: keras.Model, learning_rate, label_smoothing: float = 0.0) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                 keras.metrics.TopKCategoricalAccuracy(3, name="top3")],
+    )
+
+
+def float32_copy(model: keras.Model, kwargs: dict) -> keras.Model:
+    """The same weights in a float32 model: what every export gets, whatever the training policy."""
+    keras.mixed_precision.set_global_policy("float32")
+    clean = build_cnn(**kwargs)
+    clean.set_weights(model.get_weights())
+    return clean
+
+
+def make_strategy(name: str) -> tuple[tf.distribute.Strategy, int, int]:
+    """(strategy, number of workers, this worker's index); the index is 0 on the chief."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(), 1, 0
+    if name == "multiworker":
+        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+        if "cluster" not in tf_config or "task" not in tf_config:
+            raise RunError("--strategy multiworker needs TF_CONFIG with 'cluster' and 'task' (see README)")
+        if "chief" in tf_config["cluster"]:
+            raise RunError("TF_CONFIG: list every machine under 'worker'; worker 0 is the chief")
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        return strategy, len(tf_config["cluster"]["worker"]), int(tf_config["task"]["index"])
+    if name != "default":
+        raise RunError(f"--strategy {name!r}: choose default, mirrored or multiworker")
+    return tf.distribute.get_strategy(), 1, 0
+
+
+def with_shard_policy(ds: tf.data.Dataset, source: str) -> tf.data.Dataset:
+    """json/wav file lists are sharded explicitly (OFF); TFDS TFRecords by file (FILE)."""
+    options = tf.data.Options()
+    policy = tf.data.experimental.AutoShardPolicy
+    options.experimental_distribute.auto_shard_policy = policy.OFF if source == "jsonwav" else policy.FILE
+    return ds.with_options(options)
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stop at the first NaN or infinite loss with an error naming the run (TerminateOnNaN only stops)."""
+
+    def __init__(self, run_name: str):
+        super().__init__()
+        self.run_name, self.epoch = run_name, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise RunError(non_finite_message(self.run_name, f"the loss became {float(loss)} at epoch "
+                                                              f"{self.epoch + 1}, batch {batch + 1}"))
+
+
+def non_finite_message(run_name: str, what: str) -> str:
+    return (f"run {run_name}: {what}; training diverged (try a lower --learning-rate) and nothing was written "
+            "as a finished run")
+
+
+def fit_callbacks(run: RunFolder, run_name: str, resuming: bool, patience: int) -> list:
+    """Stop on NaN, keep the best epoch on valid, a per-epoch CSV log, TensorBoard, resume after a kill.
+
+    BackupAndRestore comes last: an epoch is logged before its backup marks it finished, so a
+    kill between the two reruns that epoch (the log keeps its last row) instead of losing it.
+    """
+    checkpoint = keras.callbacks.ModelCheckpoint(run.best_weights, monitor="val_accuracy", save_best_only=True,
+                                                 save_weights_only=True)
+    earlier = read_history(run.history_csv).get("val_accuracy")
+    if resuming and earlier:
+        checkpoint.best = max(earlier)  # a resumed run keeps its best epoch so far
+    callbacks = [
+        StopOnNonFinite(run_name),
+        checkpoint,
+        keras.callbacks.CSVLogger(run.history_csv, append=True),
+        keras.callbacks.TensorBoard(run.logs),
+    ]
+    if patience:
+        callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=patience))
+    callbacks.append(keras.callbacks.BackupAndRestore(run.backup))
+    return callbacks
+
+
+# --------------------------------------------------------------------------- the four steps
+
+
+@dataclass
+class RunPaths:
+    name: str
+    final: RunFolder
+    partial: RunFolder
+    resuming: bool
+    is_new: bool  # this call created the partial folder
+
+
+def resume_settings(config: TrainConfig, spec: DataSpec) -> dict:
+    """What must match for a killed run to be resumed."""
+    settings = {k: v for k, v in config.to_json().items() if k not in RESUMABLE_CHANGES}
+    return {"settings": settings, "data": spec.to_json()}
+
+
+def prepare_run_folder(config: TrainConfig, spec: DataSpec, worker: int = 0) -> RunPaths:
+    """Check the names and the folders; clear, resume or create the partial folder. Deletes only what
+    train itself writes: a partial folder of this run name, or (with --overwrite, after success) a run folder."""
+    name = check_run_name(config.run_name or f"{config.model}-{datetime.now():%Y%m%d-%H%M%S}")
+    check_out_dir(config.out)
+    final = RunFolder(os.path.join(config.out, name))
+    # Each worker checkpoints into its own folder; only the chief (worker 0) writes the run folder.
+    partial = RunFolder(os.path.join(config.out, f".{name}.partial" + (f".worker{worker}" if worker else "")))
+    if os.path.lexists(final.path):
+        if not config.overwrite:
+            raise RunError(f"{final.path} already exists; pass --overwrite to replace it or choose another --run-name")
+        if not final.is_run():
+            raise RunError(f"{final.path} exists but is not a run folder ({RunFolder.MODEL} and {RunFolder.CONFIG} "
+                           "missing): refusing to replace it; choose another --run-name")
+    started = resume_settings(config, spec)
+    is_new = not os.path.isdir(partial.path)
+    if not is_new and config.overwrite:
+        remove(partial.path)
+        is_new = True
+    elif not is_new:
+        saved = read_json(partial.started) if os.path.isfile(partial.started) else None
+        has_progress = os.path.exists(partial.backup) or os.path.exists(partial.history_csv)
+        if has_progress and saved != started:
+            changed = sorted(k for k in {**started["settings"], **(saved or {}).get("settings", {})}
+                             if started["settings"].get(k) != (saved or {}).get("settings", {}).get(k))
+            if saved and saved.get("data") != started["data"]:
+                changed.append("data")
+            raise RunError(f"{partial.path} holds a killed run of {name!r} started with other settings "
+                           f"({', '.join(changed) or 'unknown: no ' + RunFolder.STARTED}); rerun it with the same "
+                           "flags to resume it, or pass --overwrite to discard it")
+        partial.remove_stale_temporaries()
+    resuming = os.path.isdir(partial.backup)
+    os.makedirs(partial.path, exist_ok=True)
+    write_json(partial.started, started)
+    return RunPaths(name, final, partial, resuming, is_new)
+
+
+@dataclass
+class TrainData:
+    train: tf.data.Dataset  # batched (log-mel, family)
+    valid: tf.data.Dataset
+    test: tf.data.Dataset
+    counts: dict[str, int | None]
+    skipped: dict[str, list[str]]
+    families: list[int] | None  # every training note's family, where known
+
+
+def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
+               shard: tuple[int, int] | None = None) -> TrainData:
+    train_ds, train_data = split_features(spec, "train", global_batch, training=True, seed=config.seed,
+                                          cache_dir=config.cache_dir, shard=shard)
+    valid_ds, valid_data = split_features(spec, "valid", global_batch, cache_dir=config.cache_dir)
+    test_ds, test_data = split_features(spec, "test", config.batch_size, cache_dir=config.cache_dir)
+    splits = {"train": train_data, "valid": valid_data, "test": test_data}
+    return TrainData(train_ds, valid_ds, test_ds, {s: d.num_examples for s, d in splits.items()},
+                     {s: d.skipped for s, d in splits.items()}, train_data.families)
+
+
+def fit(config: TrainConfig, data: TrainData, paths: RunPaths, strategy: tf.distribute.Strategy,
+        spec: DataSpec, worker: int = 0) -> keras.Model:
+    """Build, compile and fit; return the model with its best-on-valid weights."""
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    steps = config.epochs * -(-(data.counts["train"] or 1) // global_batch)
+    lr = (keras.optimizers.schedules.CosineDecay(config.learning_rate, steps)
+          if config.lr_schedule == "cosine" else config.learning_rate)
+    with strategy.scope():
+        model = build_cnn(**config.model_kwargs())
+        compile_model(model, lr, config.label_smoothing)
+    class_weight = balanced_class_weight(data.families) if config.class_weight else None
+    fit_ds, fit_valid = data.train.map(one_hot), data.valid.map(one_hot)
+    if config.augment:
+        fit_ds = fit_ds.map(make_augment(config.augment), num_parallel_calls=tf.data.AUTOTUNE)
+    run = paths.partial
+    if config.strategy == "multiworker":
+        distributed.fit(strategy, model, model.optimizer, with_shard_policy(fit_ds, spec.source), fit_valid,
+                        epochs=config.epochs, work_dir=run.path, is_chief=worker == 0,
+                        label_smoothing=config.label_smoothing, class_weight=class_weight, run_name=paths.name)
+    else:
+        # shuffle=False: the dataset is already shuffled (Keras ignores shuffle for datasets and warns).
+        model.fit(fit_ds, validation_data=fit_valid, epochs=config.epochs, shuffle=False,
+                  callbacks=fit_callbacks(run, paths.name, paths.resuming, config.early_stopping),
+                  class_weight=class_weight, verbose=2 if os.environ.get("CI") else "auto")
+    if os.path.exists(run.best_weights):
+        model.load_weights(run.best_weights)
+    if not all(np.isfinite(w).all() for w in model.get_weights()):
+        raise RunError(non_finite_message(paths.name, "the trained weights are not finite"))
+    return model
+
+
+def finish(config: TrainConfig, spec: DataSpec, paths: RunPaths, model: keras.Model, data: TrainData,
+           policy: str, train_seconds: float) -> dict:
+    """Score the float32 model, write every output into the partial folder, then rename it into place."""
+    kwargs = config.model_kwargs()
+    model = float32_copy(model, kwargs)
+    compile_model(model, config.learning_rate)
+    scores = {}
+    for split, ds in (("train", data.train), ("valid", data.valid), ("test", data.test)):
+        result = model.evaluate(ds.map(one_hot), verbose=0, return_dict=True)
+        scores[split] = {k: float(v) for k, v in result.items()}
+    run = paths.partial
+    history = read_history(run.history_csv)
+    model.save(run.model)
+    tflite.write_savedmodel(model, run.saved_model)
+    if config.tflite:
+        tflite.write_tflite(model, "fp32", run.tflite)
+    write_labels(run.labels)
+    write_json(run.history, history)
+    plots.plot_learning_curves(history, run.curves)
+    write_json(run.config, {
+        "settings": config.to_json(),
+        "data": spec.to_json(),
+        "model": {"builder": "build_cnn", "kwargs": {**kwargs, "filters": list(kwargs["filters"])},
+                  "params": model.count_params()},
+        "precision_policy": policy,
+        "frontend": FRONTEND,
+        "families": list(FAMILIES),
+        "notes": data.counts,
+        "scores": scores,
+        "bad_notes_skipped": {"count": sum(map(len, data.skipped.values())), "notes": data.skipped},
+        "train_seconds": round(train_seconds, 1),
+        "tflite_note": f"{RunFolder.TFLITE} is the fp32 model; python -m nsynth_keras.export adds "
+                       + ", ".join(tflite.VARIANTS.values()),
+        "versions": package_versions(),
+        "created": datetime.now().isoformat(timespec="seconds"),
+    })
+    for name in RunFolder.TRAINING_ONLY:
+        remove(run.file(name))
+    run.remove_stale_temporaries()
+    replace(run.path, paths.final.path)  # --overwrite: the old run is swapped out only now
+    return scores
+
+
+def train(config: TrainConfig, spec: DataSpec, log=print) -> str | None:
+    """Train and write the run folder; return its path (None on a non-chief worker)."""
+    config.validate()
+    # A MultiWorkerMirroredStrategy must exist before any other TF op.
+    strategy, num_workers, worker = make_strategy(config.strategy)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    paths = prepare_run_folder(config, spec, worker)
+    try:
+        policy = resolve_precision(config.mixed_precision)
+        keras.mixed_precision.set_global_policy(policy)
+        log(f"Run {paths.name}: model {config.model}, precision {policy}, seed {config.seed}"
+            + (" (resuming from its last finished epoch)" if paths.resuming else ""))
+        t0 = time.time()
+        global_batch = config.batch_size * strategy.num_replicas_in_sync
+        shard = (num_workers, worker) if num_workers > 1 and spec.source == "jsonwav" else None
+        if config.strategy != "default":
+            log(f"Strategy {config.strategy}: {num_workers} worker(s), {strategy.num_replicas_in_sync} replica(s) "
+                f"in sync, global batch {global_batch} ({config.batch_size} per replica)"
+                + (f"; this worker reads train shard {worker + 1}/{num_workers}" if shard else ""))
+        data = build_data(config, spec, global_batch, shard)
+        log(f"Data ({spec.source}): {data.counts['train']} train, {data.counts['valid']} valid, "
+            f"{data.counts['test']} test notes; {sum(map(len, data.skipped.values()))} bad notes skipped")
+        model = fit(config, data, paths, strategy, spec, worker)
+    except BaseException:
+        # A run that never finished an epoch leaves nothing behind; one with progress stays resumable.
+        if paths.is_new and not os.path.exists(paths.partial.history_csv):
+            remove(paths.partial.path)
+        raise
+    if worker:
+        remove(paths.partial.path)
+        log(f"Worker {worker} finished {config.epochs} epochs; the chief writes {paths.final.path}")
+        return None
+    scores = finish(config, spec, paths, model, data, policy, time.time() - t0)
+    log(f"\n{'split':<7}{'accuracy':>10}{'top-3':>8}{'loss':>8}")
+    for split, s in scores.items():
+        log(f"{split:<7}{s['accuracy']:>10.3f}{s['top3']:>8.3f}{s['loss']:>8.3f}")
+    log(f"\nWrote {paths.final.path} in {time.time() - t0:.0f} s")
+    return paths.final.path

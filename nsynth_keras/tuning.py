@@ -1,0 +1,281 @@
+"""keras-tuner search over build_cnn (kernel count, kernel size, padding, stride, blocks, Dropout,
+dense width, learning rate); the trial table; retraining the best configuration as a run."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import keras
+import keras_tuner as kt
+
+from nsynth_keras.config import DEFAULT_RUNS_DIR
+from nsynth_keras.data import DataError, DataSpec
+from nsynth_keras.model import build_cnn, feature_map_sizes
+from nsynth_keras.pipeline import split_features
+from nsynth_keras.plots import plot_tuning
+from nsynth_keras.runs import atomic_path, read_json, remove, write_json
+from nsynth_keras.training import TrainConfig, compile_model, one_hot
+
+SPACE = {
+    "base_filters": [8, 16, 32],  # doubled each block, at most 128
+    "blocks": (2, 4),
+    "kernel_size": [3, 5],
+    "padding": ["same", "valid"],
+    "strides": [1, 2],
+    "dropout": (0.0, 0.5, 0.1),
+    "dense_units": [0, 64, 128],
+    "learning_rate": (1e-4, 3e-3),
+}
+SEARCH_RECORD = "search.json"  # the data and settings a project was searched with
+SUMMARY_CSV, SUMMARY_PNG = "summary.csv", "summary.png"
+
+
+@dataclass
+class SearchConfig:
+    project: str = os.path.join(DEFAULT_RUNS_DIR, "tuning", "default")
+    algorithm: str = "hyperband"
+    max_trials: int = 20
+    epochs: int = 12
+    patience: int = 3
+    batch_size: int = 32
+    seed: int = 0
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if self.algorithm not in ("hyperband", "bayesian", "random"):
+            raise DataError(f"--algorithm {self.algorithm!r}: choose hyperband, bayesian or random")
+        if self.max_trials < 1:
+            raise DataError("--max-trials must be at least 1 (keras-tuner reads 0 as 'no limit')")
+        if self.epochs < 1:
+            raise DataError("--epochs must be at least 1")
+        if self.algorithm == "hyperband" and self.epochs < 2:
+            raise DataError("--epochs must be at least 2 for hyperband (it trains brackets of fewer epochs)")
+        if self.patience < 0 or self.batch_size < 1:
+            raise DataError("--patience must be 0 or more and --batch-size at least 1")
+
+
+def cnn_kwargs(values: dict) -> dict:
+    """build_cnn arguments from a trial's hyperparameter values."""
+    base, blocks = int(values["base_filters"]), int(values["blocks"])
+    return {
+        "filters": tuple(min(base * 2**i, 128) for i in range(blocks)),
+        "kernel_size": int(values["kernel_size"]),
+        "padding": values["padding"],
+        "strides": int(values["strides"]),
+        "dropout": float(values["dropout"]),
+        "dense_units": int(values["dense_units"]),
+    }
+
+
+class CNNHyperModel(kt.HyperModel):
+    """The search space over build_cnn. Combinations whose feature map would shrink to
+    nothing fail at build with FailedTrialError: keras-tuner records them as FAILED trials
+    (no training), and the summary counts them with the reason."""
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        # Defaults are the homework network, so the first (default) configuration is valid.
+        values = {
+            "base_filters": hp.Choice("base_filters", SPACE["base_filters"], default=16),
+            "blocks": hp.Int("blocks", *SPACE["blocks"], default=4),
+            "kernel_size": hp.Choice("kernel_size", SPACE["kernel_size"], default=3),
+            "padding": hp.Choice("padding", SPACE["padding"], default="same"),
+            "strides": hp.Choice("strides", SPACE["strides"], default=1),
+            "dropout": hp.Float("dropout", *SPACE["dropout"], default=0.0),
+            "dense_units": hp.Choice("dense_units", SPACE["dense_units"], default=0),
+        }
+        lr = hp.Float("learning_rate", *SPACE["learning_rate"], sampling="log", default=1e-3)
+        kwargs = cnn_kwargs(values)
+        try:
+            feature_map_sizes(kwargs["filters"], kwargs["kernel_size"], kwargs["padding"], kwargs["strides"])
+        except ValueError as err:
+            raise kt.errors.FailedTrialError(f"skipped: {err}") from None
+        model = build_cnn(**kwargs)
+        compile_model(model, lr)
+        return model
+
+    def fit(self, hp, model, *args, **kwargs):
+        t = time.time()
+        history = model.fit(*args, **kwargs)
+        return {"val_accuracy": max(history.history["val_accuracy"]), "train_seconds": time.time() - t}
+
+
+def make_tuner(config: SearchConfig) -> kt.Tuner:
+    project = config.project
+    common = dict(objective=kt.Objective("val_accuracy", "max"), directory=os.path.dirname(project) or ".",
+                  project_name=os.path.basename(project), overwrite=False, seed=config.seed,
+                  max_consecutive_failed_trials=config.max_trials + 10)  # pruned configurations are not errors
+    hypermodel = CNNHyperModel()
+    if config.algorithm == "hyperband":
+        return kt.Hyperband(hypermodel, max_epochs=config.epochs, factor=3, **common)
+    if config.algorithm == "bayesian":
+        return kt.BayesianOptimization(hypermodel, max_trials=config.max_trials, **common)
+    return kt.RandomSearch(hypermodel, max_trials=config.max_trials, **common)
+
+
+def tuner_id() -> str:
+    return os.environ.get("KERASTUNER_TUNER_ID", "chief")
+
+
+@contextlib.contextmanager
+def project_lock(project: str) -> Iterator[None]:
+    """One process per project and tuner id; a lock left by a dead process is taken over."""
+    path = os.path.join(project, f".lock-{tuner_id()}")
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(open(path).read().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise DataError(f"{project} is in use by another tune process (pid {pid}, tuner id {tuner_id()}); "
+                                "wait for it to finish, or use another --project") from None
+            os.remove(path)  # stale: its process is gone
+    else:
+        raise DataError(f"{project}: cannot take the lock {path}")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_project(project: str) -> bool:
+    return os.path.isfile(os.path.join(project, "oracle.json")) or os.path.isfile(os.path.join(project, SEARCH_RECORD))
+
+
+def search(config: SearchConfig, spec: DataSpec, log=print) -> None:
+    """Run (or continue) a search; record the data and settings in the project for export_best."""
+    config.validate()
+    project = config.project
+    others = [n for n in os.listdir(project) if not n.startswith(".lock-")] if os.path.isdir(project) else []
+    if others and not is_project(project) and tuner_id() == "chief":
+        raise DataError(f"--project {project} is a folder with other files in it, not a tuning project: "
+                        "choose another --project")
+    if is_project(project):
+        if config.overwrite and tuner_id() == "chief":
+            remove(project)  # a tuning project this command wrote: start over
+        elif not config.overwrite:
+            log(f"Resuming the search in {project} (--overwrite starts over)")
+    os.makedirs(project, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    with project_lock(project):
+        if tuner_id() == "chief":
+            write_json(os.path.join(project, SEARCH_RECORD),
+                       {"data": spec.to_json(), "search": dataclasses.asdict(config)})
+        # Built once; features cached in memory, so trials never recompute log-mels.
+        train_ds, _ = split_features(spec, "train", config.batch_size, training=True, seed=config.seed)
+        valid_ds, _ = split_features(spec, "valid", config.batch_size)
+        tuner = make_tuner(config)
+        tuner.search(train_ds.map(one_hot), validation_data=valid_ds.map(one_hot), epochs=config.epochs,
+                     callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience)],
+                     shuffle=False, verbose=2 if os.environ.get("CI") else 1)
+
+
+def load_trials(project: str) -> list[dict]:
+    """Every trial of a project: id, status, hyperparameters, val_accuracy, time, params, reason."""
+    if not os.path.isdir(project):
+        raise DataError(f"{project}: no tuning project there; run a search first")
+    trials = []
+    for name in sorted(os.listdir(project)):
+        path = os.path.join(project, name, "trial.json")
+        if not name.startswith("trial_") or not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            t = json.load(f)
+        values = t["hyperparameters"]["values"]
+        metrics = t.get("metrics", {}).get("metrics", {})
+
+        def best(metric, metrics=metrics):
+            obs = metrics.get(metric, {}).get("observations", [])
+            return max((o["value"][0] for o in obs), default=None)
+
+        row = {"trial": t["trial_id"], "status": t["status"], **values,
+               "val_accuracy": best("val_accuracy"), "seconds": best("train_seconds"),
+               "reason": (t.get("message") or "").strip().splitlines()[-1] if t.get("message") else ""}
+        try:
+            row["params"] = build_cnn(**cnn_kwargs(values)).count_params()
+        except (ValueError, KeyError):
+            row["params"] = None
+        trials.append(row)
+    if not trials:
+        raise DataError(f"{project}: no trials yet")
+    return trials
+
+
+def summarise(project: str, log=print) -> list[dict]:
+    """Print the trial table; write summary.csv (and summary.png when a trial completed)."""
+    trials = load_trials(project)
+    done = sorted((t for t in trials if t["val_accuracy"] is not None), key=lambda t: -t["val_accuracy"])
+    failed = [t for t in trials if t["status"] == "FAILED"]
+    cols = ["trial", "base_filters", "blocks", "kernel_size", "padding", "strides", "dropout", "dense_units",
+            "learning_rate", "params", "val_accuracy", "seconds"]
+    log(f"{'trial':<6}{'filt':>5}{'blk':>4}{'k':>3}{'pad':>6}{'str':>4}{'drop':>6}{'dense':>6}{'lr':>9}"
+        f"{'params':>9}{'val_acc':>9}{'sec':>7}")
+    for t in done:
+        log(f"{t['trial']:<6}{t['base_filters']:>5}{t['blocks']:>4}{t['kernel_size']:>3}{t['padding']:>6}"
+            f"{t['strides']:>4}{t['dropout']:>6.1f}{t['dense_units']:>6}{t['learning_rate']:>9.1e}"
+            f"{t['params'] or 0:>9}{t['val_accuracy']:>9.3f}{t['seconds'] or 0:>7.1f}")
+    log(f"{len(done)} trials completed, {len(failed)} failed")
+    for t in failed:
+        log(f"  trial {t['trial']} FAILED: {t['reason'][:200] or 'no reason recorded'}")
+    written = [os.path.join(project, SUMMARY_CSV)]
+    with atomic_path(written[0]) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=cols + ["status", "reason"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(trials)
+    if done:
+        written.append(os.path.join(project, SUMMARY_PNG))
+        plot_tuning(done, written[-1])
+    log(f"Wrote {' and '.join(written)}")
+    return trials
+
+
+def best_trial(project: str) -> dict:
+    trials = [t for t in load_trials(project) if t["val_accuracy"] is not None]
+    if not trials:
+        raise DataError(f"{project}: no completed trial to export")
+    return max(trials, key=lambda t: t["val_accuracy"])
+
+
+def searched_with(project: str) -> tuple[DataSpec | None, dict]:
+    """The DataSpec and SearchConfig fields a project was searched with (None, {} for an old project)."""
+    path = os.path.join(project, SEARCH_RECORD)
+    if not os.path.isfile(path):
+        return None, {}
+    record = read_json(path)
+    return DataSpec.from_json(record["data"]), record.get("search", {})
+
+
+def best_train_config(project: str, search_settings: dict, **fields) -> TrainConfig:
+    """A TrainConfig for the best trial: its build_cnn arguments and learning rate, the search's
+    epochs (patience as early stopping), batch size and seed, then ``fields`` on top."""
+    best = best_trial(project)
+    settings = {"epochs": search_settings.get("epochs", 12), "early_stopping": search_settings.get("patience", 3),
+                "batch_size": search_settings.get("batch_size", 32), "seed": search_settings.get("seed", 0)}
+    config = TrainConfig(model="cnn", **cnn_kwargs(best), learning_rate=float(best["learning_rate"]),
+                         **{**settings, **fields})
+    config.origin = {**(config.origin or {}), "tuning_project": os.path.abspath(project), "trial": best["trial"],
+                     "val_accuracy_in_search": best["val_accuracy"]}
+    return config
