@@ -47,16 +47,31 @@ def add_data_args(parser: argparse.ArgumentParser, *, split: str | None = None) 
     g.add_argument("--strict", action="store_true", help="stop at the first bad note instead of skipping it")
 
 
+def add_extra_train_args(parser: argparse.ArgumentParser) -> None:
+    """Extra training data (e.g. notes from python -m nsynth_keras.render): train and tune only."""
+    g = parser.add_argument_group("extra training data (train split only; never valid or test)")
+    g.add_argument("--extra-train", nargs="+", default=[], metavar="DIR",
+                   help="json/wav folders whose nsynth-train/ notes are mixed into training (default: none)")
+    g.add_argument("--extra-ratio", type=float, default=None, metavar="R",
+                   help="use at most R extra notes per real training note, a seeded sample (default: all)")
+    g.add_argument("--extra-balance", action="store_true",
+                   help="sample the extra notes evenly over families (within --extra-ratio if given)")
+
+
 def spec_from_args(args: argparse.Namespace) -> DataSpec:
     if args.max_examples is not None and args.max_examples < 1:
         raise DataError("--max-examples must be at least 1")
+    extra_ratio = getattr(args, "extra_ratio", None)
+    if extra_ratio is not None and not extra_ratio > 0:
+        raise DataError("--extra-ratio must be above 0")
     filters = Filters(
         tuple(args.instrument_source) if args.instrument_source else None,
         args.pitch_min,
         args.pitch_max,
         args.max_examples,
     )
-    return DataSpec(args.source, args.data_dir, args.tfds_config, filters, args.strict)
+    return DataSpec(args.source, args.data_dir, args.tfds_config, filters, args.strict,
+                    tuple(getattr(args, "extra_train", ())), extra_ratio, getattr(args, "extra_balance", False))
 
 
 def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:

@@ -67,14 +67,28 @@ class NoteTable:
     def __len__(self) -> int:
         return len(self.path)
 
+    COLUMNS = ("path", "note", "instrument", "family", "source", "pitch", "velocity", "standard")
+
+    def subset(self, indices) -> NoteTable:
+        part = NoteTable(self.split, skipped=self.skipped)
+        for name in self.COLUMNS:
+            column = getattr(self, name)
+            setattr(part, name, [column[i] for i in indices])
+        return part
+
+    @classmethod
+    def concat(cls, tables: list[NoteTable]) -> NoteTable:
+        whole = cls(tables[0].split)
+        for t in tables:
+            for name in (*cls.COLUMNS, "skipped"):
+                getattr(whole, name).extend(getattr(t, name))
+        return whole
+
     def shard(self, num_shards: int, index: int) -> NoteTable:
         """Every num_shards-th note from index, after dropping the len % num_shards last notes,
         so that every worker gets the same number of notes (and of steps per epoch)."""
         usable = len(self) - len(self) % num_shards
-        part = NoteTable(self.split, skipped=self.skipped)
-        for name in ("path", "note", "instrument", "family", "source", "pitch", "velocity", "standard"):
-            setattr(part, name, getattr(self, name)[index:usable:num_shards])
-        return part
+        return self.subset(range(index, usable, num_shards))
 
 
 # --------------------------------------------------------------------------- json/wav
@@ -333,6 +347,10 @@ class DataSpec:
     tfds_config: str = "full"
     filters: Filters = field(default_factory=Filters)
     strict: bool = False
+    # Extra json/wav folders (e.g. rendered notes) mixed into the train split only, never valid/test.
+    extra_train: tuple[str, ...] = ()
+    extra_ratio: float | None = None  # at most this many extra notes per real training note (seeded sample)
+    extra_balance: bool = False  # sample the extra notes evenly over families
 
     def to_json(self) -> dict:
         return {
@@ -344,6 +362,9 @@ class DataSpec:
             "pitch_max": self.filters.pitch_max,
             "max_examples": self.filters.max_examples,
             "strict": self.strict,
+            "extra_train": [os.path.abspath(d) for d in self.extra_train],
+            "extra_ratio": self.extra_ratio,
+            "extra_balance": self.extra_balance,
         }
 
     @classmethod
@@ -353,7 +374,8 @@ class DataSpec:
         filters = Filters(tuple(sources) if sources else None, d.get("pitch_min"), d.get("pitch_max"),
                           d.get("max_examples"))
         return cls(d.get("source", "jsonwav"), d.get("data_dir"), d.get("tfds_config", "full"), filters,
-                   bool(d.get("strict", False)))
+                   bool(d.get("strict", False)), tuple(d.get("extra_train") or ()), d.get("extra_ratio"),
+                   bool(d.get("extra_balance", False)))
 
 
 @dataclass
@@ -364,23 +386,43 @@ class SplitData:
     num_examples: int | None  # None where the source cannot tell cheaply (TFDS with filters)
     skipped: list[str]
     families: list[int] | None = None  # every note's family, where known without decoding
+    parts: dict[str, int] = field(default_factory=dict)  # notes from each folder (train: the data dir + extras)
+
+
+TRAIN_PARTS = ("all", "real", "extra")
 
 
 def make_dataset(
-    spec: DataSpec, split: str, *, shuffle: bool = False, seed: int = 0, shard: tuple[int, int] | None = None
+    spec: DataSpec, split: str, *, shuffle: bool = False, seed: int = 0, shard: tuple[int, int] | None = None,
+    part: str = "all",
 ) -> SplitData:
     """The note dataset of one split from the source a DataSpec names.
 
-    ``shard=(num_workers, index)`` splits the json/wav file list between workers before decoding.
-    TFDS datasets are left whole: tf.distribute shards their TFRecord files (AutoShardPolicy.FILE).
+    The train split also holds the notes of ``spec.extra_train`` (``part``: "all", or only the
+    "real" or only the "extra" notes). ``shard=(num_workers, index)`` splits the json/wav file list
+    between workers before decoding. TFDS datasets are left whole: tf.distribute shards their
+    TFRecord files (AutoShardPolicy.FILE).
     """
+    if part not in TRAIN_PARTS:
+        raise DataError(f"unknown part {part!r}; choose one of {', '.join(TRAIN_PARTS)}")
+    if spec.extra_train and spec.source != "jsonwav":
+        raise DataError("--extra-train folders are json/wav; they mix with --source jsonwav only")
     if spec.source == "jsonwav":
-        table = read_examples(spec.data_dir, split, spec.filters, strict=spec.strict, seed=seed)
+        parts: dict[str, NoteTable] = {}
+        if part != "extra" or split != "train":
+            parts[spec.data_dir] = read_examples(spec.data_dir, split, spec.filters, strict=spec.strict, seed=seed)
+        if split == "train" and part != "real" and spec.extra_train:
+            real = len(parts.get(spec.data_dir) or read_examples(spec.data_dir, split, spec.filters, seed=seed))
+            parts.update(extra_tables(spec, real, seed))
+        if split == "train" and part == "extra" and not spec.extra_train:
+            raise DataError("no --extra-train folders to take extra notes from")
+        table = NoteTable.concat(list(parts.values()))
         if table.skipped:
             log.warning("%d bad notes skipped in split %s", len(table.skipped), split)
         if shard is not None:
             table = table.shard(*shard)
-        return SplitData(table_dataset(table, shuffle=shuffle, seed=seed), len(table), table.skipped, table.family)
+        return SplitData(table_dataset(table, shuffle=shuffle, seed=seed), len(table), table.skipped, table.family,
+                         {os.path.abspath(d): len(t) for d, t in parts.items()})
     if spec.source == "tfds":
         ds = tfds_dataset(
             split, config=spec.tfds_config, data_dir=spec.data_dir, filters=spec.filters, shuffle=shuffle, seed=seed
@@ -388,3 +430,26 @@ def make_dataset(
         n = int(ds.cardinality()) if ds.cardinality() >= 0 else None
         return SplitData(ds, n, [])
     raise DataError(f"unknown source {spec.source!r}; choose jsonwav or tfds")
+
+
+def extra_tables(spec: DataSpec, num_real: int, seed: int = 0) -> dict[str, NoteTable]:
+    """The extra training folders' notes, sampled as the spec says (a ratio of the real notes,
+    evenly over families), seeded."""
+    tables = {d: read_examples(d, "train", spec.filters, strict=spec.strict, seed=seed) for d in spec.extra_train}
+    if spec.extra_ratio is None and not spec.extra_balance:
+        return tables
+    rows = [(d, i) for d, t in tables.items() for i in range(len(t))]
+    families = np.array([tables[d].family[i] for d, i in rows])
+    budget = len(rows) if spec.extra_ratio is None else min(len(rows), int(round(spec.extra_ratio * num_real)))
+    rng = np.random.default_rng(seed)
+    if spec.extra_balance:
+        present = np.unique(families)
+        per_family = max(1, budget // len(present))
+        chosen = np.concatenate([rng.permutation(np.flatnonzero(families == f))[:per_family] for f in present])
+    else:
+        chosen = rng.permutation(len(rows))[:budget]
+    keep: dict[str, list[int]] = {d: [] for d in tables}
+    for k in np.sort(chosen):
+        d, i = rows[k]
+        keep[d].append(i)
+    return {d: tables[d].subset(idx) for d, idx in keep.items()}

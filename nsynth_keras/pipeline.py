@@ -13,9 +13,9 @@ from nsynth_keras.data import SHUFFLE_BUFFER, DataSpec, SplitData, make_dataset
 from nsynth_keras.features import FRONTEND, log_mel
 
 
-def cache_key(spec: DataSpec, split: str, shard: tuple[int, int] | None = None) -> str:
+def cache_key(spec: DataSpec, split: str, shard: tuple[int, int] | None = None, part: str = "all") -> str:
     """Changes whenever the frontend or the notes selected change, so a stale cache is never read."""
-    text = json.dumps({"frontend": FRONTEND, "data": spec.to_json(), "split": split, "shard": shard},
+    text = json.dumps({"frontend": FRONTEND, "data": spec.to_json(), "split": split, "shard": shard, "part": part},
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -58,10 +58,11 @@ def split_features(
     seed: int = 0,
     cache_dir: str | None = None,
     shard: tuple[int, int] | None = None,
+    part: str = "all",
 ) -> tuple[tf.data.Dataset, SplitData]:
     """make_dataset + feature_dataset for one split; file cache under cache_dir if given."""
-    data = make_dataset(spec, split, shuffle=training, seed=seed, shard=shard)
-    key = cache_key(spec, split, shard)
+    data = make_dataset(spec, split, shuffle=training, seed=seed, shard=shard, part=part)
+    key = cache_key(spec, split, shard, part)
     cache = os.path.join(cache_dir, f"{split}-{key}", "features") if cache_dir else "memory"
     return feature_dataset(data.dataset, batch_size, training=training, seed=seed, cache=cache), data
 

@@ -53,7 +53,8 @@ class RunFolder:
     BACKUP = "backup"
     BEST_WEIGHTS = "best.weights.h5"
     STARTED = "started.json"  # the settings a partial run was started with (resume checks them)
-    TRAINING_ONLY = (HISTORY_CSV, BACKUP, BEST_WEIGHTS, STARTED)
+    PRETRAINED_WEIGHTS = "pretrained.weights.h5"  # after --pretrain-epochs on the extra notes
+    TRAINING_ONLY = (HISTORY_CSV, BACKUP, BEST_WEIGHTS, STARTED, PRETRAINED_WEIGHTS)
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nsynth_keras.cli import add_data_args, make_parser, run_command, spec_from_args
+from nsynth_keras.cli import add_data_args, add_extra_train_args, make_parser, run_command, spec_from_args
 from nsynth_keras.config import DEFAULT_RUNS_DIR
 from nsynth_keras.features import AUGMENTATIONS
 from nsynth_keras.model import HOMEWORK
@@ -23,6 +23,7 @@ from nsynth_keras.training import TrainConfig, train
 def build_parser() -> argparse.ArgumentParser:
     p = make_parser("train", __doc__)
     add_data_args(p)
+    add_extra_train_args(p)
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=("baseline", "cnn"), default="baseline",
                    help="baseline: the homework CNN; cnn: configured by the flags below (default: %(default)s)")
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning-rate schedule over the epochs (default: %(default)s)")
     t.add_argument("--augment", nargs="+", default=[], choices=AUGMENTATIONS, metavar="AUG",
                    help=f"training-only augmentations: {', '.join(AUGMENTATIONS)} (default: none)")
+    t.add_argument("--pretrain-epochs", type=int, default=0, metavar="N",
+                   help="first train N epochs on the --extra-train notes alone, then fine-tune --epochs on the "
+                        "real ones (default: 0, mix them instead)")
     t.add_argument("--label-smoothing", type=float, default=0.0,
                    help="label smoothing for the cross-entropy (default: %(default)s)")
     t.add_argument("--class-weight", action="store_true",

@@ -58,6 +58,7 @@ class TrainConfig:
     global_pool: bool = False
     weight_decay: float = 0.0
     epochs: int = 20
+    pretrain_epochs: int = 0  # first train on the extra notes alone, then fine-tune on the real ones
     batch_size: int = 32
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"
@@ -92,6 +93,9 @@ class TrainConfig:
         checks = [
             (self.model in ("baseline", "cnn"), f"--model {self.model!r}: choose baseline or cnn"),
             (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.pretrain_epochs >= 0, "--pretrain-epochs must be 0 or more"),
+            (not (self.pretrain_epochs and self.strategy == "multiworker"),
+             "--pretrain-epochs does not run with --strategy multiworker"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (math.isfinite(self.learning_rate) and self.learning_rate > 0, "--learning-rate must be above 0"),
             (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
@@ -313,17 +317,29 @@ class TrainData:
     counts: dict[str, int | None]
     skipped: dict[str, list[str]]
     families: list[int] | None  # every training note's family, where known
+    train_parts: dict[str, int]  # training notes from each folder (the data dir, extra folders)
+    pretrain: tf.data.Dataset | None = None  # the extra notes alone, for --pretrain-epochs
 
 
 def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
                shard: tuple[int, int] | None = None) -> TrainData:
+    if config.pretrain_epochs and not spec.extra_train:
+        raise RunError("--pretrain-epochs needs --extra-train folders to pretrain on")
+    # Pretraining keeps the extra notes apart; otherwise they are mixed into the training notes.
+    part = "real" if config.pretrain_epochs else "all"
     train_ds, train_data = split_features(spec, "train", global_batch, training=True, seed=config.seed,
-                                          cache_dir=config.cache_dir, shard=shard)
+                                          cache_dir=config.cache_dir, shard=shard, part=part)
     valid_ds, valid_data = split_features(spec, "valid", global_batch, cache_dir=config.cache_dir)
     test_ds, test_data = split_features(spec, "test", config.batch_size, cache_dir=config.cache_dir)
     splits = {"train": train_data, "valid": valid_data, "test": test_data}
+    parts = dict(train_data.parts)
+    pretrain = None
+    if config.pretrain_epochs:
+        pretrain, extra = split_features(spec, "train", global_batch, training=True, seed=config.seed,
+                                         cache_dir=config.cache_dir, shard=shard, part="extra")
+        parts.update({f"{folder} (pretraining)": n for folder, n in extra.parts.items()})
     return TrainData(train_ds, valid_ds, test_ds, {s: d.num_examples for s, d in splits.items()},
-                     {s: d.skipped for s, d in splits.items()}, train_data.families)
+                     {s: d.skipped for s, d in splits.items()}, train_data.families, parts, pretrain)
 
 
 def fit(config: TrainConfig, data: TrainData, paths: RunPaths, strategy: tf.distribute.Strategy,
@@ -341,6 +357,8 @@ def fit(config: TrainConfig, data: TrainData, paths: RunPaths, strategy: tf.dist
     if config.augment:
         fit_ds = fit_ds.map(make_augment(config.augment), num_parallel_calls=tf.data.AUTOTUNE)
     run = paths.partial
+    if data.pretrain is not None:
+        pretrain(config, model, data, fit_valid, run, paths.name)
     if config.strategy == "multiworker":
         distributed.fit(strategy, model, model.optimizer, with_shard_policy(fit_ds, spec.source), fit_valid,
                         epochs=config.epochs, work_dir=run.path, is_chief=worker == 0,
@@ -355,6 +373,21 @@ def fit(config: TrainConfig, data: TrainData, paths: RunPaths, strategy: tf.dist
     if not all(np.isfinite(w).all() for w in model.get_weights()):
         raise RunError(non_finite_message(paths.name, "the trained weights are not finite"))
     return model
+
+
+def pretrain(config: TrainConfig, model: keras.Model, data: TrainData, fit_valid: tf.data.Dataset,
+             run: RunFolder, run_name: str) -> None:
+    """Train on the extra notes alone; a resumed run reuses the pretrained weights."""
+    if os.path.exists(run.file(RunFolder.PRETRAINED_WEIGHTS)):
+        model.load_weights(run.file(RunFolder.PRETRAINED_WEIGHTS))
+        return
+    ds = data.pretrain.map(one_hot)
+    if config.augment:
+        ds = ds.map(make_augment(config.augment), num_parallel_calls=tf.data.AUTOTUNE)
+    print(f"Pretraining {config.pretrain_epochs} epochs on the extra notes, then fine-tuning on the real ones")
+    model.fit(ds, validation_data=fit_valid, epochs=config.pretrain_epochs, shuffle=False,
+              callbacks=[StopOnNonFinite(run_name)], verbose=2 if os.environ.get("CI") else "auto")
+    model.save_weights(run.file(RunFolder.PRETRAINED_WEIGHTS))
 
 
 def finish(config: TrainConfig, spec: DataSpec, paths: RunPaths, model: keras.Model, data: TrainData,
@@ -385,6 +418,7 @@ def finish(config: TrainConfig, spec: DataSpec, paths: RunPaths, model: keras.Mo
         "frontend": FRONTEND,
         "families": list(FAMILIES),
         "notes": data.counts,
+        "train_notes_by_folder": data.train_parts,
         "scores": scores,
         "bad_notes_skipped": {"count": sum(map(len, data.skipped.values())), "notes": data.skipped},
         "train_seconds": round(train_seconds, 1),

@@ -1,0 +1,310 @@
+"""Render NSynth-format notes from sample-based SoundFonts, the way NSynth itself was made:
+each instrument plays each pitch of its range for 3 s, then releases for 1 s (4 s at 16 kHz),
+at several velocities. The result is the official json/wav layout, so every command reads it.
+
+General MIDI programs map to NSynth families through an editable CSV (resources/gm_families.csv).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import io
+import json
+import os
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import tinysoundfont
+
+from nsynth_keras.config import FAMILIES, NUM_SAMPLES, SAMPLE_RATE, SOURCES, SPLITS
+from nsynth_keras.data import DataError, split_dir
+from nsynth_keras.runs import read_json, write_bytes, write_json
+
+DEFAULT_PROGRAM_MAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources", "gm_families.csv")
+RENDER_RECORD = "render.json"  # beside examples.json: the settings a rendered split was made with
+HOLD_SECONDS = 3  # NSynth: note held 3 s, then released
+SILENT_PEAK = 1e-3  # -60 dBFS: no sample mapped at that pitch (or a near-silent one)
+PEAK_LIMIT = 0.99  # louder renders are scaled down to this, never clipped
+NUM_QUALITIES = 10
+
+
+def default_soundfont() -> str:
+    """TimGM6mb.sf2 (6 MB General MIDI set) from the installed pretty-midi package."""
+    try:
+        path = str(importlib.metadata.distribution("pretty_midi").locate_file("pretty_midi/TimGM6mb.sf2"))
+    except importlib.metadata.PackageNotFoundError:
+        raise DataError("no default SoundFont: pretty-midi (which ships TimGM6mb.sf2) is not installed; "
+                        "pip install --no-deps -r requirements.txt, or pass --soundfont PATH") from None
+    if not os.path.isfile(path):
+        raise DataError(f"no default SoundFont: {path} is missing from the pretty-midi install; pass --soundfont")
+    return path
+
+
+@dataclass(frozen=True)
+class ProgramFamily:
+    program: int
+    family: str
+    source: str
+    pitch_min: int
+    pitch_max: int
+
+
+def load_program_map(path: str | None = None) -> dict[int, ProgramFamily]:
+    """program -> ProgramFamily from a CSV ``program,family,source,pitch_min,pitch_max`` ('#' comments).
+    Every problem is an error naming the file and the line."""
+    path = path or DEFAULT_PROGRAM_MAP
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as err:
+        raise DataError(f"program map {path}: cannot read ({err.strerror})") from None
+    mapping: dict[int, ProgramFamily] = {}
+    for number, line in enumerate(lines, start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        where = f"program map {path} line {number}"
+        cells = [c.strip() for c in text.split(",")]
+        if len(cells) != 5:
+            raise DataError(f"{where}: expected program,family,source,pitch_min,pitch_max, got {text!r}")
+        program, family, source, low, high = cells
+        if family not in FAMILIES:
+            raise DataError(f"{where}: unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+        if source not in SOURCES:
+            raise DataError(f"{where}: unknown source {source!r}; choose from {', '.join(SOURCES)}")
+        try:
+            program_, low_, high_ = int(program), int(low), int(high)
+        except ValueError:
+            raise DataError(f"{where}: program and pitches must be integers, got {text!r}") from None
+        if not 0 <= program_ <= 127:
+            raise DataError(f"{where}: program {program_} is not 0..127")
+        if not 0 <= low_ <= high_ <= 127:
+            raise DataError(f"{where}: pitch range {low_}..{high_} is not within 0..127 (low <= high)")
+        if program_ in mapping:
+            raise DataError(f"{where}: program {program_} is listed twice")
+        mapping[program_] = ProgramFamily(program_, family, source, low_, high_)
+    if not mapping:
+        raise DataError(f"program map {path}: no programs listed")
+    return mapping
+
+
+@dataclass
+class RenderConfig:
+    out: str
+    soundfonts: tuple[str, ...] = ()  # () -> the default SoundFont
+    split: str = "train"
+    pitch_step: int = 3  # every pitch_step-th pitch of each range, from a seeded offset per instrument
+    velocities: tuple[int, ...] = (50, 100, 127)
+    programs: tuple[int, ...] | None = None  # a subset of the map's programs
+    program_map: str | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.split not in SPLITS:
+            raise DataError(f"--split {self.split!r}: choose one of {', '.join(SPLITS)}")
+        if self.pitch_step < 1:
+            raise DataError("--pitch-step must be at least 1")
+        if not self.velocities or not all(1 <= v <= 127 for v in self.velocities):
+            raise DataError("--velocities must be MIDI velocities 1..127")
+        for path in self.soundfonts:
+            if not os.path.isfile(path):
+                raise DataError(f"SoundFont {path}: file not found")
+
+
+@dataclass(frozen=True)
+class PlannedNote:
+    soundfont: str
+    program: int
+    instrument: str
+    family: str
+    source: str
+    pitch: int
+    velocity: int
+
+    @property
+    def note_str(self) -> str:
+        return f"{self.instrument}-{self.pitch:03d}-{self.velocity:03d}"
+
+
+def soundfont_slug(path: str) -> str:
+    """A short name for a SoundFont file, used in instrument names: letters and digits only."""
+    stem = os.path.splitext(os.path.basename(path))[0].lower()
+    return re.sub(r"[^a-z0-9]", "", stem)[:16] or "sf"
+
+
+def load_soundfont(synth: tinysoundfont.Synth, path: str) -> int:
+    try:
+        return synth.sfload(path)
+    except Exception as err:  # tinysoundfont raises RuntimeError/SoundFontException for bad files
+        raise DataError(f"SoundFont {path}: cannot load it ({err}); is it a .sf2/.sf3 file?") from None
+
+
+def plan(config: RenderConfig, mapping: dict[int, ProgramFamily]) -> tuple[list[PlannedNote], list[str]]:
+    """Every note to render, and the programs skipped because a SoundFont lacks them."""
+    notes, missing = [], []
+    slugs = [soundfont_slug(p) for p in config.soundfonts]
+    if len(set(slugs)) != len(slugs):
+        raise DataError(f"two SoundFonts have the same name ({', '.join(slugs)}): rename one copy")
+    programs = sorted(mapping if config.programs is None else set(config.programs) & set(mapping))
+    for path, slug in zip(config.soundfonts, slugs):
+        synth = tinysoundfont.Synth(samplerate=SAMPLE_RATE)
+        sfid = load_soundfont(synth, path)
+        for program in programs:
+            if synth.sfpreset_name(sfid, 0, program) is None:
+                missing.append(f"{slug} program {program}")
+                continue
+            m = mapping[program]
+            instrument = f"{m.family}_{m.source}_{slug}{program:03d}"
+            digest = hashlib.sha256(f"{config.seed}/{slug}/{program}".encode()).digest()
+            offset = int.from_bytes(digest[:4], "little") % config.pitch_step
+            for pitch in range(m.pitch_min + offset, m.pitch_max + 1, config.pitch_step):
+                for velocity in config.velocities:
+                    notes.append(PlannedNote(path, program, instrument, m.family, m.source, pitch, velocity))
+    return notes, missing
+
+
+class Renderer:
+    """One tinysoundfont synth per SoundFont; render_note gives a 4 s mono float32 note."""
+
+    def __init__(self):
+        self.synths: dict[str, tuple[tinysoundfont.Synth, int]] = {}
+
+    def render_note(self, note: PlannedNote) -> np.ndarray:
+        if note.soundfont not in self.synths:
+            synth = tinysoundfont.Synth(samplerate=SAMPLE_RATE)
+            self.synths[note.soundfont] = (synth, load_soundfont(synth, note.soundfont))
+        synth, sfid = self.synths[note.soundfont]
+        synth.program_select(0, sfid, 0, note.program)
+        synth.noteon(0, note.pitch, note.velocity)
+        held = np.frombuffer(synth.generate(HOLD_SECONDS * SAMPLE_RATE), np.float32)
+        synth.noteoff(0, note.pitch)
+        released = np.frombuffer(synth.generate(NUM_SAMPLES - HOLD_SECONDS * SAMPLE_RATE), np.float32)
+        synth.sounds_off(0)
+        synth.generate(SAMPLE_RATE // 10)  # let the voice end, so the next note starts clean
+        stereo = np.concatenate([held, released]).reshape(-1, 2)
+        return stereo.mean(axis=1).astype(np.float32)
+
+
+def wav_bytes(wave: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, wave, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return buf.getvalue()
+
+
+def metadata(note: PlannedNote, note_id: int, instrument_id: int) -> dict:
+    """Every standard NSynth field; qualities are unknown for rendered notes: all zero, no names."""
+    family, source = FAMILIES.index(note.family), SOURCES.index(note.source)
+    return {
+        "note": note_id, "note_str": note.note_str, "instrument": instrument_id, "instrument_str": note.instrument,
+        "pitch": note.pitch, "velocity": note.velocity, "sample_rate": SAMPLE_RATE,
+        "instrument_source": source, "instrument_source_str": note.source,
+        "instrument_family": family, "instrument_family_str": note.family,
+        "qualities": [0] * NUM_QUALITIES, "qualities_str": [],
+    }
+
+
+def record_of(config: RenderConfig, mapping: dict[int, ProgramFamily]) -> dict:
+    """What makes two renders the same: the settings, each SoundFont's name and size, the map."""
+    settings = dataclasses.asdict(config)
+    settings.pop("out")
+    settings["soundfonts"] = [{"name": os.path.basename(p), "bytes": os.path.getsize(p)} for p in config.soundfonts]
+    settings["program_map"] = [dataclasses.asdict(m) for m in mapping.values()]
+    return json.loads(json.dumps(settings))  # as it reads back from render.json (tuples become lists)
+
+
+def progress(done: int, total: int, t0: float, stream=sys.stderr) -> None:
+    """A bar redrawn in place on a terminal; a line every 10% in a log."""
+    tty = stream.isatty()
+    if done == total or done % max(1, total // (50 if tty else 10)) == 0:
+        width = 30
+        filled = width * done // max(total, 1)
+        rate = done / max(time.time() - t0, 1e-9)
+        stream.write(f"{chr(13) if tty else ''}  [{'#' * filled}{'.' * (width - filled)}] {done}/{total} notes, "
+                     f"{rate:.0f} notes/s" + ("\n" if done == total or not tty else ""))
+        stream.flush()
+
+
+@dataclass
+class RenderSummary:
+    folder: str
+    written: int
+    reused: int
+    dropped_silent: int
+    scaled: int
+    missing_programs: list[str]
+    notes_per_family: dict[str, int]
+    instruments_per_family: dict[str, int]
+
+    def table(self) -> str:
+        lines = [f"{'family':<12}{'notes':>7}{'instruments':>13}"]
+        for family in FAMILIES:
+            if self.notes_per_family.get(family):
+                lines.append(f"{family:<12}{self.notes_per_family[family]:>7}{self.instruments_per_family[family]:>13}")
+        lines.append(f"{'total':<12}{sum(self.notes_per_family.values()):>7}"
+                     f"{sum(self.instruments_per_family.values()):>13}")
+        return "\n".join(lines)
+
+
+def render(config: RenderConfig, log=print) -> RenderSummary:
+    """Render every planned note into <out>/nsynth-<split>/ (resuming a render with the same settings;
+    refusing a folder rendered otherwise or not rendered at all)."""
+    if not config.soundfonts:
+        config = dataclasses.replace(config, soundfonts=(default_soundfont(),))
+    config.validate()
+    mapping = load_program_map(config.program_map)
+    folder = split_dir(config.out, config.split)
+    audio = os.path.join(folder, "audio")
+    record_path, examples_path = os.path.join(folder, RENDER_RECORD), os.path.join(folder, "examples.json")
+    record = record_of(config, mapping)
+    if os.path.isdir(folder) and os.listdir(folder):
+        if not os.path.isfile(record_path):
+            raise DataError(f"{folder} exists and was not written by render (no {RENDER_RECORD}): refusing to "
+                            "write into it; choose another --out")
+        if read_json(record_path) != record:
+            raise DataError(f"{folder} was rendered with other settings ({record_path}): refusing to mix two "
+                            "renders; choose another --out or remove that folder")
+        log(f"Resuming the render in {folder} (same settings): existing notes are kept")
+    os.makedirs(audio, exist_ok=True)
+    write_json(record_path, record)
+
+    notes, missing = plan(config, mapping)
+    if not notes:
+        raise DataError("nothing to render: no program of the map is in the SoundFont(s) "
+                        f"({len(missing)} missing)")
+    log(f"Rendering {len(notes)} notes of {len({n.instrument for n in notes})} instruments from "
+        f"{len(config.soundfonts)} SoundFont(s) into {folder}")
+    renderer, examples = Renderer(), {}
+    instrument_ids: dict[str, int] = {}
+    written = reused = silent = scaled = 0
+    t0 = time.time()
+    for i, note in enumerate(notes, start=1):
+        path = os.path.join(audio, f"{note.note_str}.wav")
+        if os.path.isfile(path):
+            reused += 1
+        else:
+            wave = renderer.render_note(note)
+            peak = float(np.abs(wave).max())
+            if peak < SILENT_PEAK:
+                silent += 1
+                progress(i, len(notes), t0)
+                continue
+            if peak > PEAK_LIMIT:
+                wave *= PEAK_LIMIT / peak
+                scaled += 1
+            write_bytes(path, wav_bytes(wave))
+            written += 1
+        instrument_ids.setdefault(note.instrument, len(instrument_ids))
+        examples[note.note_str] = metadata(note, len(examples), instrument_ids[note.instrument])
+        progress(i, len(notes), t0)
+    write_json(examples_path, examples)
+    per_family = Counter(m["instrument_family_str"] for m in examples.values())
+    instruments = Counter(m["instrument_family_str"] for m in {m["instrument_str"]: m for m in examples.values()}
+                          .values())
+    return RenderSummary(folder, written, reused, silent, scaled, missing, dict(per_family), dict(instruments))
