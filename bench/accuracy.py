@@ -43,7 +43,11 @@ SOUNDFONTS = {
     "timgm6mb": None,
     "fluidr3": "/usr/share/sounds/sf2/FluidR3_GM.sf2",
     "musescore": "/usr/share/sounds/sf3/MuseScore_General.sf3",
+    "csound": "/usr/share/sounds/sf2/sf_GMbank.sf2",  # Debian csound-soundfont
+    "opl3": "/usr/share/sounds/sf2/OPL-3_FM_128M.sf2",  # Debian opl3-soundfont: FM synthesis, all synthetic
 }
+SF3 = ("timgm6mb", "fluidr3", "musescore")
+SF5 = (*SF3, "csound", "opl3")
 RENDER = {"pitch_step": 4, "velocities": (75, 127)}
 # name -> (TrainConfig fields, rendered sets mixed in, extra DataSpec fields)
 CONFIGS = {
@@ -52,9 +56,10 @@ CONFIGS = {
     "wide+augment": ({**WIDE, "augment": AUGMENT}, (), {}),
     "baseline+timgm6mb": ({}, ("timgm6mb",), {}),
     "wide+augment+timgm6mb": ({**WIDE, "augment": AUGMENT}, ("timgm6mb",), {}),
-    "wide+augment+3sf": ({**WIDE, "augment": AUGMENT}, ("timgm6mb", "fluidr3", "musescore"), {}),
-    "wide+augment+3sf-pretrain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10},
-                                  ("timgm6mb", "fluidr3", "musescore"), {}),
+    "wide+augment+3sf": ({**WIDE, "augment": AUGMENT}, SF3, {}),
+    "wide+augment+3sf-pretrain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10}, SF3, {}),
+    "wide+augment+5sf": ({**WIDE, "augment": AUGMENT}, SF5, {}),
+    "wide+augment+5sf-balanced": ({**WIDE, "augment": AUGMENT}, SF5, {"extra_balance": True}),
 }
 
 
@@ -63,7 +68,7 @@ def rendered_folder(name: str, cache: str, log=print) -> str:
     path = SOUNDFONTS[name] or default_soundfont()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is not installed (apt-get install fluid-soundfont-gm "
-                                "musescore-general-soundfont)")
+                                "musescore-general-soundfont csound-soundfont opl3-soundfont)")
     folder = os.path.join(cache, name)
     if not os.path.isfile(os.path.join(folder, "nsynth-train", "examples.json")):
         summary = render(RenderConfig(folder, (path,), **RENDER), log=log)
@@ -168,6 +173,8 @@ def main(argv=None) -> int:
             except FileNotFoundError as err:
                 print(f"[accuracy] {name}: skipped: {err}", flush=True)
                 continue
+            # Read again before writing: another invocation may have added configurations meanwhile.
+            results = read_json(json_path)["configs"] if os.path.isfile(json_path) else {}
             results[name] = {"argv": train_argv, "runs": runs, "summary": summarise(runs)}
             os.makedirs(args.results, exist_ok=True)
             write_json(json_path, {"epochs": args.epochs, "patience": args.patience, "precision": args.precision,

@@ -69,14 +69,14 @@ def report(y_true: np.ndarray, probs: np.ndarray, sources: np.ndarray | None = N
 
 
 def format_report(r: dict, title: str = "") -> str:
+    """The report as text; a family's recall is its accuracy (the share of its notes named right)."""
     lines = [title] if title else []
-    lines.append(f"{'family':<12}{'acc':>7}{'prec':>7}{'recall':>8}{'f1':>7}{'support':>9}")
+    lines.append(f"{'family':<12}{'precision':>10}{'recall':>8}{'f1':>7}{'support':>9}")
     for name, m in r["families"].items():
         if m["support"]:
-            lines.append(f"{name:<12}{m['accuracy']:>7.3f}{m['precision']:>7.3f}{m['recall']:>8.3f}"
-                         f"{m['f1']:>7.3f}{m['support']:>9d}")
+            lines.append(f"{name:<12}{m['precision']:>10.3f}{m['recall']:>8.3f}{m['f1']:>7.3f}{m['support']:>9d}")
         else:
-            lines.append(f"{name:<12}{'(no notes in this split)':>38}")
+            lines.append(f"{name:<12}{'(no notes in this split)':>34}")
     lines.append(f"\naccuracy {r['accuracy']:.3f}   top-3 {r['top3_accuracy']:.3f}   "
                  f"macro-F1 {r['macro_f1']:.3f} (over {len(r['macro_f1_families'])} families)   "
                  f"notes {r['num_notes']}")
@@ -84,6 +84,16 @@ def format_report(r: dict, title: str = "") -> str:
         lines.append("by source: " + ", ".join(f"{k} {v['accuracy']:.3f} (n={v['num_notes']})"
                                              for k, v in r["by_source"].items()))
     return "\n".join(lines)
+
+
+def read_confusion(r: dict, limit: int = 5) -> list[str]:
+    """The confusion matrix read aloud: the largest off-diagonal cells, as sentences."""
+    counts = np.asarray(r["confusion_matrix"]["counts"])
+    support = counts.sum(axis=1)
+    n = len(FAMILIES)
+    cells = [(counts[i, j], i, j) for i in range(n) for j in range(n) if i != j and counts[i, j]]
+    return [f"{n} of {support[i]} {FAMILIES[i]} notes were called {FAMILIES[j]}"
+            for n, i, j in sorted(cells, reverse=True)[:limit]]
 
 
 def is_run_folder(model: str) -> bool:

@@ -1,45 +1,57 @@
-"""Plots: learning curves, confusion matrices, mels by family, kernels and top activations."""
+"""Plots: learning curves, confusion matrices, mels by family, kernels and top activations.
+
+Each function returns its matplotlib Figure (a notebook shows it inline) and, given a path,
+also writes it there as a PNG (atomically) and closes it (what the commands do).
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 
 import keras
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:  # commands and tests draw off-screen; a notebook keeps its inline backend
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nsynth_keras.config import FAMILIES, SAMPLE_RATE  # noqa: E402
+from nsynth_keras.config import F_MAX, F_MIN, FAMILIES, HOP_LENGTH, N_MELS, SAMPLE_RATE, TOP_DB  # noqa: E402
 from nsynth_keras.data import DataSpec  # noqa: E402
 from nsynth_keras.pipeline import eval_dataset, load_split  # noqa: E402
 from nsynth_keras.runs import atomic_path, find_model, load_keras  # noqa: E402
 
 
-def save_figure(fig, path: str) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+def save_figure(fig, path: str | None):
+    """Write the figure to path (if given) and close it; return it."""
+    if path:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    return fig
 
 
-def plot_learning_curves(history: dict[str, list[float]], path: str) -> None:
-    """Loss and accuracy per epoch, train vs valid."""
+def plot_learning_curves(history: dict[str, list[float]], path: str | None = None):
+    """Loss and accuracy per epoch, train vs valid; the kept epoch (best val_accuracy) is marked."""
     epochs = np.arange(1, len(history.get("loss", [])) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    val_acc = history.get("val_accuracy", [])
     for ax, metric in zip(axes, ("loss", "accuracy")):
         ax.plot(epochs, history.get(metric, []), "o-", label="train")
         ax.plot(epochs, history.get(f"val_{metric}", []), "o-", label="valid")
+        if len(val_acc):
+            ax.axvline(int(np.argmax(val_acc)) + 1, color="grey", ls="--", lw=1, label="kept (best val accuracy)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.set_title(f"{metric}: train vs valid")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("Learning curves (a widening gap means over-fitting)")
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
-def plot_confusion(counts: np.ndarray, path: str, title: str = "") -> None:
+def plot_confusion(counts: np.ndarray, path: str | None = None, title: str = ""):
     """Rows true family, columns predicted; colour is the row-normalised rate, text the count."""
     rows = counts.sum(axis=1, keepdims=True)
     rate = np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
@@ -57,24 +69,25 @@ def plot_confusion(counts: np.ndarray, path: str, title: str = "") -> None:
                         color="white" if rate[i, j] > 0.5 else "black", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true family's notes")
     ax.set_title(title or "Confusion matrix")
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
-def plot_tuning(trials: list[dict], path: str) -> None:
+def plot_tuning(trials: list[dict], path: str | None = None):
     """val_accuracy against kernel count, padding and stride, one point per completed trial."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True, constrained_layout=True)
+    rng = np.random.default_rng(0)  # horizontal jitter so equal values do not hide each other
     for ax, key, label in zip(axes, ("base_filters", "padding", "strides"),
                               ("kernels in the first block", "padding", "stride")):
         values = [str(t[key]) for t in trials]
         cats = sorted(set(values), key=lambda v: (len(v), v))
-        xs = [cats.index(v) + np.random.default_rng(len(ax.lines)).uniform(-0.1, 0.1) for v in values]
+        xs = np.array([cats.index(v) for v in values]) + rng.uniform(-0.1, 0.1, len(values))
         ax.scatter(xs, [t["val_accuracy"] for t in trials], alpha=0.7)
         ax.set_xticks(range(len(cats)), cats)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("best val_accuracy")
     fig.suptitle("Tuning trials")
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- what the data and the CNN look like
@@ -91,28 +104,49 @@ def one_note_per_family(spec: DataSpec, split: str = "train") -> list[dict]:
     return [chosen[f] for f in sorted(chosen)]
 
 
-def plot_mels_by_family(notes: list[dict], path: str) -> None:
+def mel_band_hz() -> np.ndarray:
+    """Centre frequency of each mel band (HTK mel scale, as tfio.audio.melscale builds it)."""
+    mel = np.linspace(2595 * np.log10(1 + F_MIN / 700), 2595 * np.log10(1 + F_MAX / 700), N_MELS + 2)[1:-1]
+    return 700 * (10 ** (mel / 2595) - 1)
+
+
+def show_mel(ax, mel: np.ndarray, ticks: bool = True):
+    """One 64x64 log-mel on ax: time in seconds across, frequency (Hz) up, colour in dB re the note's peak."""
+    db = (np.asarray(mel) - 1.0) * (TOP_DB / 2)
+    seconds = len(db) * HOP_LENGTH / SAMPLE_RATE
+    im = ax.imshow(db.T, origin="lower", aspect="auto", cmap="magma", vmin=-TOP_DB, vmax=0,
+                   extent=(0, seconds, -0.5, N_MELS - 0.5))
+    if ticks:
+        hz = mel_band_hz()
+        bands = [0, 16, 32, 48, 63]
+        ax.set_yticks(bands, [f"{hz[b]:.0f}" for b in bands])
+    else:
+        ax.set_yticks([])
+    return im
+
+
+def plot_mels_by_family(notes: list[dict], path: str | None = None):
     """Waveform (top) and 64x64 log-mel (bottom) of one note per family."""
-    fig, axes = plt.subplots(2, len(notes), figsize=(2.2 * len(notes), 4.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(notes), figsize=(2.2 * len(notes) + 1, 4.8), squeeze=False, constrained_layout=True)
     t = np.arange(len(notes[0]["audio"])) / SAMPLE_RATE
     for i, n in enumerate(notes):
         axes[0, i].plot(t, n["audio"], lw=0.3)
         axes[0, i].set_title(f"{n['family']}\n{n['note']}", fontsize=8)
-        axes[0, i].set_xlabel("s", fontsize=7)
         axes[0, i].set_ylim(-1, 1)
-        axes[1, i].imshow(n["mel"].T, origin="lower", aspect="auto", cmap="magma", vmin=-1, vmax=1)
-        axes[1, i].set_xlabel("frame", fontsize=7)
+        im = show_mel(axes[1, i], n["mel"], ticks=i == 0)
         for ax in axes[:, i]:
+            ax.set_xlabel("s", fontsize=7)
             ax.tick_params(labelsize=6)
-            if i:
-                ax.set_yticklabels([])
+        if i:
+            axes[0, i].set_yticklabels([])
     axes[0, 0].set_ylabel("waveform")
-    axes[1, 0].set_ylabel("mel band")
-    fig.suptitle("One note per family: waveform and 64x64 log-mel (time left to right, pitch bottom to top)")
-    save_figure(fig, path)
+    axes[1, 0].set_ylabel("Hz (mel scale)")
+    fig.colorbar(im, ax=axes[1, :].tolist(), label="dB re the note's peak", shrink=0.9)
+    fig.suptitle("One note per family: waveform and 64x64 log-mel (time left to right, frequency bottom to top)")
+    return save_figure(fig, path)
 
 
-def plot_kernels(model, path: str) -> None:
+def plot_kernels(model, path: str | None = None):
     """The first conv layer's learned kernels, one small image each."""
     conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
     kernels = conv.get_weights()[0]  # [k, k, 1, filters]
@@ -128,7 +162,7 @@ def plot_kernels(model, path: str) -> None:
             ax.set_title(f"#{i}", fontsize=7)
     fig.suptitle(f"First conv layer: {n} learned {kernels.shape[0]}x{kernels.shape[1]} kernels "
                  "(x: time, y: mel; red +, blue -)", fontsize=9)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def block_activations(model, x: np.ndarray) -> list[np.ndarray]:
@@ -150,10 +184,11 @@ def top_activating(activations: list[np.ndarray], channels_per_block: int = 2, t
     return chosen
 
 
-def plot_top_activations(mels: np.ndarray, families: list[str], chosen, path: str) -> None:
+def plot_top_activations(mels: np.ndarray, families: list[str], chosen, path: str | None = None):
     """One row per (block, channel): the log-mels of the notes that excite it most."""
     top_n = len(chosen[0][2])
-    fig, axes = plt.subplots(len(chosen), top_n, figsize=(1.6 * top_n + 1, 1.6 * len(chosen)), squeeze=False)
+    fig, axes = plt.subplots(len(chosen), top_n, figsize=(1.6 * top_n + 1, 1.6 * len(chosen)), squeeze=False,
+                             constrained_layout=True)
     for row, (block, channel, notes) in enumerate(chosen):
         for col, i in enumerate(notes):
             ax = axes[row, col]
@@ -163,7 +198,7 @@ def plot_top_activations(mels: np.ndarray, families: list[str], chosen, path: st
             ax.set_title(families[i], fontsize=7)
         axes[row, 0].set_ylabel(f"block {block}\nch {channel}", fontsize=8)
     fig.suptitle("Notes that activate chosen channels most (after Zeiler & Fergus 2014)", fontsize=9)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def visualize_run(run: str, spec: DataSpec, split: str = "valid", out: str | None = None) -> dict[str, str]:

@@ -252,7 +252,7 @@ class RenderSummary:
         return "\n".join(lines)
 
 
-def render(config: RenderConfig, log=print) -> RenderSummary:
+def render(config: RenderConfig, log=print, show_progress: bool = True) -> RenderSummary:
     """Render every planned note into <out>/nsynth-<split>/ (resuming a render with the same settings;
     refusing a folder rendered otherwise or not rendered at all)."""
     if not config.soundfonts:
@@ -293,7 +293,8 @@ def render(config: RenderConfig, log=print) -> RenderSummary:
             peak = float(np.abs(wave).max())
             if peak < SILENT_PEAK:
                 silent += 1
-                progress(i, len(notes), t0)
+                if show_progress:
+                    progress(i, len(notes), t0)
                 continue
             if peak > PEAK_LIMIT:
                 wave *= PEAK_LIMIT / peak
@@ -302,7 +303,8 @@ def render(config: RenderConfig, log=print) -> RenderSummary:
             written += 1
         instrument_ids.setdefault(note.instrument, len(instrument_ids))
         examples[note.note_str] = metadata(note, len(examples), instrument_ids[note.instrument])
-        progress(i, len(notes), t0)
+        if show_progress:
+            progress(i, len(notes), t0)
     write_json(examples_path, examples)
     per_family = Counter(m["instrument_family_str"] for m in examples.values())
     instruments = Counter(m["instrument_family_str"] for m in {m["instrument_str"]: m for m in examples.values()}

@@ -36,10 +36,11 @@ class RunFolder:
     CONFIG = "config.json"
     HISTORY = "history.json"
     SAVED_MODEL = "saved_model"
-    TFLITE = "model.tflite"
-    # python -m nsynth_keras.export: variant -> file (model.tflite, from train, is the same fp32 model)
+    TFLITE = "model.tflite"  # the fp32 model, written by train and by export
+    # python -m nsynth_keras.export: variant -> file. Runs exported before 2026-11-26 also have
+    # model_fp32.tflite, the same model under its old name; every reader still accepts it.
     TFLITE_VARIANTS = {
-        "fp32": "model_fp32.tflite",
+        "fp32": TFLITE,
         "fp16": "model_fp16.tflite",
         "dynamic_int8": "model_dynamic_int8.tflite",
         "int8": "model_int8.tflite",

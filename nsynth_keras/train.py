@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="enable TF op determinism: identical metrics for identical runs (slower); "
                         "--augment draws from stateful RNGs and is not bit-reproducible")
     t.add_argument("--mixed-precision", choices=("auto", "on", "off", "bf16"), default="auto",
-                   help="auto: mixed_float16 when a GPU is visible, else float32; on: mixed_float16; "
-                        "bf16: mixed_bfloat16; exports are always float32 (default: %(default)s)")
+                   help="auto: mixed_float16 when a GPU is visible, mixed_bfloat16 on a CPU with native bf16 "
+                        "(avx512_bf16/amx_bf16), else float32; on: mixed_float16; bf16: mixed_bfloat16; off: "
+                        "float32. Exports are always float32 (default: %(default)s)")
     t.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                    help="default: one device; mirrored: all GPUs of this machine; multiworker: several machines "
                         "(TF_CONFIG). --batch-size is per replica: the global batch is it x replicas")

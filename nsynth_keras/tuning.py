@@ -165,8 +165,9 @@ def is_project(project: str) -> bool:
     return os.path.isfile(os.path.join(project, "oracle.json")) or os.path.isfile(os.path.join(project, SEARCH_RECORD))
 
 
-def search(config: SearchConfig, spec: DataSpec, log=print) -> None:
-    """Run (or continue) a search; record the data and settings in the project for export_best."""
+def search(config: SearchConfig, spec: DataSpec, log=print, verbose: int | None = None) -> None:
+    """Run (or continue) a search; record the data and settings in the project for export_best.
+    verbose: keras-tuner's (0 silent, 1 progress bars, 2 a line per epoch; default 2 under CI, else 1)."""
     config.validate()
     project = config.project
     others = [n for n in os.listdir(project) if not n.startswith(".lock-")] if os.path.isdir(project) else []
@@ -190,7 +191,7 @@ def search(config: SearchConfig, spec: DataSpec, log=print) -> None:
         tuner = make_tuner(config)
         tuner.search(train_ds.map(one_hot), validation_data=valid_ds.map(one_hot), epochs=config.epochs,
                      callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience)],
-                     shuffle=False, verbose=2 if os.environ.get("CI") else 1)
+                     shuffle=False, verbose=(2 if os.environ.get("CI") else 1) if verbose is None else verbose)
 
 
 def load_trials(project: str) -> list[dict]:

@@ -43,3 +43,15 @@ def test_precision_bench_times_every_policy(data_dir):
     result = precision.main(["--data-dir", data_dir, "--max-examples", "16", "--epochs", "1"])
     assert set(result["examples_per_s"]) == {"float32", "mixed_bfloat16", "mixed_float16"}
     assert result["speed_vs_float32"]["float32"] == 1.0 and all(v > 0 for v in result["examples_per_s"].values())
+
+
+def test_speed_bench_compares_keras_and_pytorch_side_by_side(data_dir, tmp_path):
+    pytest.importorskip("torch", reason="PyTorch is benchmark-only: pip install --no-deps -r requirements-bench.txt")
+    import speed
+
+    out = tmp_path / "speed.json"
+    result = speed.main(["--data-dir", data_dir, "--max-examples", "32", "--rounds", "1", "--epochs", "1",
+                         "--cells", "keras float32", "torch float32", "--json", str(out)])
+    assert set(result["examples_per_s"]) == {"keras float32", "torch float32"}
+    assert all(v > 0 for v in result["examples_per_s"].values()) and result["keras_over_torch_float32"] > 0
+    assert "avx512_bf16" in result["cpu"] and out.exists()

@@ -64,3 +64,15 @@ def test_bad_flags_give_clear_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.main(["--model", "resnet"])
+
+
+def test_auto_precision_follows_the_hardware(trained_run):
+    from nsynth_keras.training import resolve_precision
+
+    assert resolve_precision("auto", flags={"avx2", "avx512f", "fma"}, gpus=0)[0] == "float32"
+    assert resolve_precision("auto", flags={"avx512f", "avx512_bf16"}, gpus=0)[0] == "mixed_bfloat16"
+    assert resolve_precision("auto", flags={"amx_bf16", "amx_tile"}, gpus=0)[0] == "mixed_bfloat16"
+    assert resolve_precision("auto", flags={"avx512_bf16"}, gpus=1) == ("mixed_float16", "auto: 1 GPU(s) visible")
+    assert resolve_precision("off") == ("float32", "--mixed-precision off")
+    cfg = json.load(open(os.path.join(trained_run, "config.json")))
+    assert cfg["precision_policy"] == resolve_precision("auto")[0] and cfg["precision_reason"].startswith("auto:")
