@@ -54,6 +54,7 @@ class WavInfo:
 
 MIN_RATE, MAX_RATE = 1_000, 384_000  # sample rates outside this are a broken (or hostile) header
 MAX_ABS_SAMPLE = 1e4  # float samples far outside full scale [-1, 1] overflow the float32 log-mel power
+MAX_RECORDING_SECONDS = 3600.0  # predict --hop reads whole recordings: an hour is 230 MB of float32
 
 
 def probe_wav(path: str) -> WavInfo:
@@ -120,19 +121,45 @@ def read_wav(path: str) -> Clip:
     Only the first 4 s (and a little more for the resampling filter) are read.
     """
     info = probe_wav(path)
-    rate = info.sample_rate
-    needed = math.ceil(NUM_SAMPLES * rate / SAMPLE_RATE) + (rate // 100 if rate != SAMPLE_RATE else 0)
+    wave, fixups = _decode(info, NUM_SAMPLES / SAMPLE_RATE)
+    seconds = info.frames / info.sample_rate
+    if seconds * SAMPLE_RATE < NUM_SAMPLES:
+        fixups.append(f"zero-padded {seconds:.2f} s to {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
+    elif info.frames * SAMPLE_RATE > NUM_SAMPLES * info.sample_rate:
+        fixups.append(f"cropped {seconds:.2f} s to the first {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
+    wave = np.pad(wave[:NUM_SAMPLES], (0, max(0, NUM_SAMPLES - wave.shape[0])))
+    return Clip(np.asarray(wave, np.float32), str(path), info.sample_rate, info.channels, info.frames, fixups)
+
+
+def read_recording(path: str, max_seconds: float = MAX_RECORDING_SECONDS) -> Clip:
+    """Decode a whole wav (a recording of several notes) as 16 kHz mono, at least 4 s long (padded)."""
+    info = probe_wav(path)
+    seconds = info.frames / info.sample_rate
+    if seconds > max_seconds:
+        raise AudioError(str(path), f"{seconds:.0f} s long; recordings up to {max_seconds:.0f} s are classified "
+                                    "(split it first)")
+    wave, fixups = _decode(info, seconds)
+    if wave.shape[0] < NUM_SAMPLES:
+        fixups.append(f"zero-padded {seconds:.2f} s to {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
+        wave = np.pad(wave, (0, NUM_SAMPLES - wave.shape[0]))
+    return Clip(np.asarray(wave, np.float32), str(path), info.sample_rate, info.channels, info.frames, fixups)
+
+
+def _decode(info: WavInfo, seconds: float) -> tuple[np.ndarray, list[str]]:
+    """The first `seconds` of a probed wav as 16 kHz mono float32, checked; and the fix-ups made."""
+    path, rate = info.path, info.sample_rate
+    needed = math.ceil(seconds * rate) + (rate // 100 if rate != SAMPLE_RATE else 0)
     try:
-        data, rate = sf.read(str(path), frames=needed, dtype="float32", always_2d=True)
+        data, rate = sf.read(path, frames=needed, dtype="float32", always_2d=True)
     except Exception as err:
-        raise AudioError(str(path), f"cannot decode audio ({_first_line(err)})") from None
+        raise AudioError(path, f"cannot decode audio ({_first_line(err)})") from None
     if data.shape[0] == 0:
-        raise AudioError(str(path), "no audio samples")
+        raise AudioError(path, "no audio samples")
     if not np.all(np.isfinite(data)):
-        raise AudioError(str(path), "contains NaN or infinite samples")
+        raise AudioError(path, "contains NaN or infinite samples")
     peak = float(np.abs(data).max())
     if peak > MAX_ABS_SAMPLE:
-        raise AudioError(str(path), f"samples reach {peak:.3g}, far outside audio full scale [-1, 1]")
+        raise AudioError(path, f"samples reach {peak:.3g}, far outside audio full scale [-1, 1]")
     fixups = []
     if data.shape[1] > 1:
         fixups.append(f"mixed {data.shape[1]} channels to mono")
@@ -141,13 +168,7 @@ def read_wav(path: str) -> Clip:
         g = math.gcd(rate, SAMPLE_RATE)
         wave = resample_poly(wave, SAMPLE_RATE // g, rate // g).astype(np.float32)
         fixups.append(f"resampled {rate} Hz to {SAMPLE_RATE} Hz")
-    seconds = info.frames / rate
-    if seconds * SAMPLE_RATE < NUM_SAMPLES:
-        fixups.append(f"zero-padded {seconds:.2f} s to {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
-    elif info.frames * SAMPLE_RATE > NUM_SAMPLES * rate:
-        fixups.append(f"cropped {seconds:.2f} s to the first {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
-    wave = np.pad(wave[:NUM_SAMPLES], (0, max(0, NUM_SAMPLES - wave.shape[0])))
-    return Clip(np.asarray(wave, np.float32), str(path), rate, info.channels, info.frames, fixups)
+    return wave, fixups
 
 
 def _first_line(err: Exception) -> str:

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     print(f"Exporting {args.run}")
     export_run(args.run, spec_from_args(args), tuple(args.variants))
-    print(f"Labels: {RunFolder(args.run).labels} (also packed inside every .tflite)")
+    print(f"Labels: {RunFolder(args.run).labels} (also in the TFLite Metadata of every .tflite)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from nsynth_keras.audio import Clip
-from nsynth_keras.config import FAMILIES, INPUT_SHAPE, NUM_CLASSES, NUM_SAMPLES
+from nsynth_keras.config import FAMILIES, INPUT_SHAPE, NUM_CLASSES, NUM_SAMPLES, SAMPLE_RATE
 from nsynth_keras.features import log_mel
 from nsynth_keras.runs import RunError, find_model, first_line, is_saved_model, load_keras
 
@@ -121,3 +121,25 @@ def predict_clips(clf: Classifier, clips: list[Clip]) -> np.ndarray:
 def top_k(probs: np.ndarray, k: int) -> list[tuple[str, float]]:
     order = np.argsort(probs)[::-1][:k]
     return [(FAMILIES[i], float(probs[i])) for i in order]
+
+
+def window_starts(num_samples: int, hop_seconds: float) -> list[int]:
+    """Start samples of the successive 4 s windows of a recording, every hop_seconds; only full windows
+    (as MediaPipe's AudioClassifier makes them), and one padded window for a recording shorter than 4 s."""
+    hop = round(hop_seconds * SAMPLE_RATE)
+    if hop < 1:
+        raise ValueError("--hop must be above 0 s")
+    return list(range(0, max(num_samples - NUM_SAMPLES, 0) + 1, hop))
+
+
+def predict_windows(clf: Classifier, wave: np.ndarray, hop_seconds: float,
+                    batch: int = 64) -> list[tuple[float, np.ndarray]]:
+    """(start in s, probabilities [11]) for each 4 s window of a 16 kHz recording."""
+    starts = window_starts(len(wave), hop_seconds)
+    out = []
+    for i in range(0, len(starts), batch):
+        chunk = starts[i : i + batch]
+        windows = np.stack([wave[s : s + NUM_SAMPLES] for s in chunk])
+        x = windows if clf.takes_waveform else log_mel(windows).numpy()
+        out += [(s / SAMPLE_RATE, p) for s, p in zip(chunk, clf.predict(x))]
+    return out

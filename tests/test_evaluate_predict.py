@@ -7,6 +7,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from nsynth_keras import evaluate, predict
+from nsynth_keras.config import FAMILIES
 from nsynth_keras.evaluation import report
 
 
@@ -91,3 +92,40 @@ def test_predict_text_output_from_tflite(trained_run, real_wav, capsys):
     assert predict.main([os.path.join(trained_run, "model.tflite"), real_wav]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith(real_wav + ": ") and line.count(",") == 2
+
+
+def test_predict_windows_of_a_recording_and_a_sample_pack_folder(trained_run, data_dir, tmp_path, capsys):
+    import csv
+    import io
+    import shutil
+
+    audio = os.path.join(data_dir, "nsynth-test", "audio")
+    names = sorted(os.listdir(audio))[:3]
+    recording = tmp_path / "three_notes.wav"
+    sf.write(recording, np.concatenate([sf.read(os.path.join(audio, n), dtype="float32")[0] for n in names]), 16000)
+    assert predict.main([trained_run, str(recording), "--hop", "4", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [w["start_s"] for w in doc["predictions"][0]["windows"]] == [0.0, 4.0, 8.0]
+    assert predict.main([trained_run, os.path.join(audio, names[1]), "--json"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    window, alone = doc["predictions"][0]["windows"][1]["top"][0], single["predictions"][0]["top"][0]
+    assert window["family"] == alone["family"]
+    assert window["probability"] == pytest.approx(alone["probability"], abs=1e-5)
+    assert predict.main([trained_run, str(recording), "--hop", "2", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["predictions"][0]["windows"]) == 5  # 0, 2, 4, 6, 8 s
+
+    pack = tmp_path / "pack"
+    (pack / "sub").mkdir(parents=True)
+    for n in names:
+        shutil.copy(os.path.join(audio, n), pack / "sub" / n)
+    (pack / "broken.wav").write_bytes(b"RIFF1234")
+    (pack / "notes.txt").write_text("not audio, not listed")
+    assert predict.main([trained_run, str(pack)]) == 2
+    assert "pass --recursive" in capsys.readouterr().err
+    out_csv = tmp_path / "families.csv"
+    assert predict.main([trained_run, str(pack), "--recursive", "--top-k", "2", "--csv", str(out_csv)]) == 1
+    rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
+    assert [os.path.basename(r["file"]) for r in rows] == ["broken.wav", *names]
+    broken, first = rows[0], rows[1]
+    assert broken["error"] and not broken["family_1"]
+    assert first["family_1"] in FAMILIES and float(first["probability_1"]) >= float(first["probability_2"])

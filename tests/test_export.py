@@ -1,3 +1,4 @@
+import json
 import os
 
 import keras
@@ -42,7 +43,55 @@ def test_tflite_check_meets_thresholds_on_real_notes(exported_run, data_dir, cap
     rc = tflite_check.main([exported_run, "--data-dir", data_dir, "--split", "valid"])
     out = capsys.readouterr().out
     assert "model_int8.tflite" in out and "model_waveform.tflite" in out
+    assert "model_waveform.tflite [MediaPipe clips]" in out and "model_waveform.tflite [MediaPipe stream]" in out
     assert rc == 0, out
+    rows = {r["model"]: r for r in json.load(open(os.path.join(exported_run, "tflite_check_valid.json")))}
+    clips = rows["model_waveform.tflite [MediaPipe clips]"]
+    assert clips["agreement"] == 1.0 and clips["max_abs_diff"] < 1e-3  # MediaPipe names real notes as Keras does
+    assert rows["model_waveform.tflite [MediaPipe stream]"]["windows"] == 10  # one window per family in valid
+
+
+def test_every_model_carries_tflite_metadata(exported_run):
+    for variant, name in tflite.VARIANTS.items():
+        md = tflite.read_metadata(os.path.join(exported_run, name))
+        assert md["name"] == f"NSynth instrument family classifier ({variant})"
+        assert md["version"] and md["author"] == "nsynth-keras" and "CC BY 4.0" in md["license"]
+        [inp] = md["subgraph_metadata"][0]["input_tensor_metadata"]
+        [out] = md["subgraph_metadata"][0]["output_tensor_metadata"]
+        assert out["name"] == "family"
+        assert out["associated_files"] == [{"name": "labels.txt", "type": "TENSOR_AXIS_LABELS",
+                                            "description": "Labels for categories that the model can recognize."}]
+        if variant == "waveform":
+            assert inp["content"]["content_properties_type"] == "AudioProperties"
+            assert inp["content"]["content_properties"] == {"sample_rate": 16000, "channels": 1}
+        else:
+            assert inp["name"] == "log_mel" and inp["stats"] == {"max": [1.0], "min": [-1.0]}
+
+
+def test_mediapipe_stream_mode_follows_a_real_recording(exported_run, data_dir):
+    notes = load_split(DataSpec(data_dir=data_dir, filters=Filters(max_examples=5)), "test", ("audio",))["audio"]
+    path = os.path.join(exported_run, "model_waveform.tflite")
+    windows = tflite.mediapipe_stream(path, np.concatenate(notes), chunk_seconds=0.5)
+    assert [t for t, _ in windows] == [0.0, 4.0, 8.0, 12.0, 16.0]  # one window per note, in order
+    each = TFLiteClassifier(path).predict(notes)
+    np.testing.assert_allclose(np.stack([p for _, p in windows]), each, atol=1e-3)
+
+
+def test_models_without_metadata_or_corrupt_get_one_clear_error(tmp_path, trained_run, data_dir, capsys):
+    import shutil
+
+    import tensorflow as tf
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("*.tflite"))
+    converter = tf.lite.TFLiteConverter.from_keras_model(tflite.waveform_model(load_keras(str(run / "model.keras"))))
+    (run / "model_waveform.tflite").write_bytes(converter.convert())  # no metadata
+    assert tflite_check.main([str(run), "--data-dir", data_dir, "--max-examples", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "model_waveform.tflite: no TFLite Metadata" in err and err.count("\n") == 1
+    (run / "model_waveform.tflite").write_bytes(b"\0" * 64)
+    assert tflite_check.main([str(run), "--data-dir", data_dir, "--max-examples", "4"]) == 2
+    assert "not a valid TFLite model" in capsys.readouterr().err
 
 
 def test_tflite_check_errors(tmp_path, data_dir, capsys):
