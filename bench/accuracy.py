@@ -152,6 +152,7 @@ def main(argv=None) -> int:
                    help="rendered notes, outside the repository (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="1 seed, 1 epoch, 40 notes per split, two configurations")
     p.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    p.add_argument("--report", action="store_true", help="only rewrite accuracy.md from accuracy.json")
     args = p.parse_args(argv)
     names = args.only or list(CONFIGS)
     if args.quick:
@@ -160,6 +161,8 @@ def main(argv=None) -> int:
     suffix = "_quick" if args.quick else ""
     json_path = os.path.join(args.results, f"accuracy{suffix}.json")
     results = read_json(json_path)["configs"] if os.path.isfile(json_path) else {}
+    if args.report:
+        names = []
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or tmp
         for name in names:

@@ -6,7 +6,10 @@
    librosa loop computing the same 64x64 log-mel (same n_fft, hop, HTK mel bands, dB, floor);
 2. first (decode + features) vs cached epoch input time;
 3. training examples/s fed by the pipeline vs from in-memory arrays (is the input the bottleneck?);
-4. peak RSS while streaming the whole split (no cache).
+4. peak RSS while streaming the whole split (no cache);
+5. (--tfds-dir) notes/s reading the shards the real TFDS builder prepared (python -m nsynth_keras.prepare)
+   vs reading the same notes' wav files, and the memory of a 300,000-note file list (the full train
+   split's size): the json/wav path holds paths and labels, not audio, until a note is decoded.
 Targets: (1) >= 5x, (2) cached <= 10% of first, (3) >= 90%.
 """
 
@@ -57,6 +60,8 @@ def main(argv=None) -> dict:
     add_data_args(p, split="train")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--tfds-dir", default=None, help="also compare with TFDS shards prepared here (prepared from "
+                   "--data-dir with the same --max-examples if not yet)")
     args = p.parse_args(argv)
     spec = spec_from_args(args)
     data = make_dataset(spec, args.split)
@@ -123,6 +128,10 @@ def main(argv=None) -> dict:
                train_ex_per_s_in_memory=round(rates["in_memory"], 1),
                pipeline_over_in_memory=round(rates["pipeline"] / rates["in_memory"], 3))
 
+    if args.tfds_dir:
+        out.update(tfds_vs_jsonwav(spec, args))
+    out.update(index_memory(spec, args.split))
+
     out["targets"] = {"tfdata >= 5x librosa": out["speedup"] >= 5,
                       "cached epoch <= 10% of first": out["cached_over_first"] <= 0.10,
                       "pipeline training >= 90% of in-memory": out["pipeline_over_in_memory"] >= 0.90}
@@ -130,6 +139,62 @@ def main(argv=None) -> dict:
     if args.json:
         write_json(args.json, out)
     return out
+
+
+def notes_per_s(ds, n: int, repeats: int = 3) -> float:
+    """Best of a few passes over a note dataset (decode only), after a warm-up pass."""
+    for _ in ds:
+        pass
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in ds:
+            pass
+        best = min(best, time.perf_counter() - t)
+    return n / best
+
+
+def tfds_vs_jsonwav(spec, args) -> dict:
+    """The same notes read from TFDS-prepared shards and from wav files, side by side."""
+    from nsynth_keras.data import tfds_dataset
+    from nsynth_keras.release import prepare_tfds
+
+    prepare_tfds(spec.data_dir, args.tfds_dir, max_examples=spec.filters.max_examples, log=lambda *a: None)
+    tfds_ds = tfds_dataset(args.split, data_dir=args.tfds_dir).prefetch(64)
+    wav = make_dataset(spec, args.split)
+    wav_ds = wav.dataset.prefetch(64)
+    n = wav.num_examples
+    assert sum(1 for _ in tfds_ds) == n, "the prepared TFDS split holds other notes: use a fresh --tfds-dir"
+    rates = {"tfds": notes_per_s(tfds_ds, n), "jsonwav": notes_per_s(wav_ds, n)}
+    return {"tfds_notes_per_s": round(rates["tfds"], 1), "jsonwav_notes_per_s": round(rates["jsonwav"], 1),
+            "tfds_over_jsonwav": round(rates["tfds"] / rates["jsonwav"], 3)}
+
+
+def index_memory(spec, split: str, notes: int = 300_000) -> dict:
+    """RSS growth for a 300,000-note file list (one real wav listed 300,000 times) made into the
+    decoding dataset and read for one batch: paths and labels only, no audio held."""
+    import gc
+
+    from nsynth_keras.data import table_dataset
+
+    one = read_examples(spec.data_dir, split, spec.filters)
+    before = current_rss_mib()
+    table = one.subset([0] * notes)
+    ds = table_dataset(table, shuffle=True).batch(64)
+    next(iter(ds))
+    grown = current_rss_mib() - before
+    del table, ds
+    gc.collect()
+    return {"index_notes": notes, "index_rss_growth_mib": round(grown, 1),
+            "index_bytes_per_note": round(grown * 2**20 / notes, 1)}
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return rss_mib()
 
 
 if __name__ == "__main__":

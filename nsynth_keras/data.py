@@ -294,8 +294,9 @@ def tfds_dataset(
         where = data_dir or "the default TFDS folder (~/tensorflow_datasets)"
         raise DataError(
             f"TFDS nsynth/{config} is not prepared in {where} ({type(err).__name__}). Either prepare it "
-            "once with Apache Beam (pip install -r requirements-tfds.txt; see README 'Full NSynth and many "
-            "machines') and pass its folder as --data-dir, or use the json/wav release: "
+            "once (python -m nsynth_keras.prepare from json/wav notes, or tfds build nsynth/full at full "
+            "scale: README 'Full NSynth and many machines') and pass its folder as --data-dir, or use the "
+            "json/wav release: "
             "--source jsonwav --data-dir <folder with nsynth-train/ nsynth-valid/ nsynth-test/>"
         ) from None
 

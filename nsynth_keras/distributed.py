@@ -10,6 +10,7 @@ gradients all-reduced by the strategy, one checkpoint per epoch for resuming.
 from __future__ import annotations
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -40,10 +41,14 @@ def fit(
     label_smoothing: float = 0.0,
     class_weight: dict[int, float] | None = None,
     run_name: str = "",
+    patience: int = 0,
 ) -> None:
     """Train `model` (built in `strategy.scope()`) and log per-epoch metrics to
-    work_dir/history.csv as CSVLogger does; keep the best-on-valid weights in
-    work_dir/best.weights.h5 (chief). A rerun resumes from work_dir/backup."""
+    work_dir/history.csv as CSVLogger does and to TensorBoard in work_dir/logs (the same train/ and
+    validation/ event folders and epoch_* tags as Keras's callback); keep the best-on-valid weights in
+    work_dir/best.weights.h5 (chief); stop after `patience` epochs without a better val_accuracy
+    (every worker sees the same all-reduced metrics, so all stop together). A rerun resumes from
+    work_dir/backup."""
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, reduction=None)
     weights = tf.constant([(class_weight or {}).get(i, 1.0) for i in range(NUM_CLASSES)], tf.float32)
 
@@ -75,9 +80,16 @@ def fit(
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint)
         print(f"Resumed from epoch {int(epoch_var.numpy())}")
-    best = max(read_history(run.history_csv).get("val_accuracy", []), default=-1.0)
+    earlier = read_history(run.history_csv).get("val_accuracy", [])
+    best = max(earlier, default=-1.0)
+    since_best = len(earlier) - 1 - int(np.argmax(earlier)) if earlier else 0
+    writers = ({part: tf.summary.create_file_writer(os.path.join(run.logs, part)) for part in ("train", "validation")}
+               if is_chief else {})
     dist_train = strategy.experimental_distribute_dataset(train_ds)
     for epoch in range(int(epoch_var.numpy()), epochs):
+        if patience and since_best >= patience:
+            print(f"Early stopping: no better val_accuracy for {patience} epochs")
+            break
         loss = hits = top3 = n = 0.0
         for batch in dist_train:
             step_loss, step_hits, step_top3, step_n = train_step(batch)
@@ -93,10 +105,16 @@ def fit(
                **{f"val_{k}": v for k, v in val.items()}}
         print(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4f}" for k, v in row.items() if k != "epoch"),
               flush=True)
+        improved = val["accuracy"] > best
+        best, since_best = (val["accuracy"], 0) if improved else (best, since_best + 1)
         if is_chief:
-            if val["accuracy"] > best:
-                best = val["accuracy"]
+            if improved:
                 model.save_weights(run.best_weights)
             append_history(run.history_csv, row)
+            for part, prefix in (("train", ""), ("validation", "val_")):
+                with writers[part].as_default(step=epoch):
+                    for metric in ("accuracy", "loss", "top3"):
+                        tf.summary.scalar(f"epoch_{metric}", row[prefix + metric])
+                writers[part].flush()
         epoch_var.assign(epoch + 1)
         manager.save()

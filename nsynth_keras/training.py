@@ -389,7 +389,8 @@ def fit(config: TrainConfig, data: TrainData, paths: RunPaths, strategy: tf.dist
     if config.strategy == "multiworker":
         distributed.fit(strategy, model, model.optimizer, with_shard_policy(fit_ds, spec.source), fit_valid,
                         epochs=config.epochs, work_dir=run.path, is_chief=worker == 0,
-                        label_smoothing=config.label_smoothing, class_weight=class_weight, run_name=paths.name)
+                        label_smoothing=config.label_smoothing, class_weight=class_weight, run_name=paths.name,
+                        patience=config.early_stopping)
     else:
         # shuffle=False: the dataset is already shuffled (Keras ignores shuffle for datasets and warns).
         model.fit(fit_ds, validation_data=fit_valid, epochs=config.epochs, shuffle=False,
@@ -464,7 +465,16 @@ def finish(config: TrainConfig, spec: DataSpec, paths: RunPaths, model: keras.Mo
 
 def train(config: TrainConfig, spec: DataSpec, log=print, verbose: int | str | None = None) -> str | None:
     """Train and write the run folder; return its path (None on a non-chief worker).
-    verbose: Keras fit's (0 silent, 1 progress bar, 2 a line per epoch; default 2 under CI, else a bar)."""
+    verbose: Keras fit's (0 silent, 1 progress bar, 2 a line per epoch; default 2 under CI, else a bar).
+    Keras's global precision policy is set for the run and put back afterwards, whatever happens."""
+    previous = keras.mixed_precision.global_policy()
+    try:
+        return _train(config, spec, log, verbose)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _train(config: TrainConfig, spec: DataSpec, log, verbose) -> str | None:
     config.validate()
     # A MultiWorkerMirroredStrategy must exist before any other TF op.
     strategy, num_workers, worker = make_strategy(config.strategy)

@@ -91,6 +91,15 @@ def test_fixups_are_reported(bad_split):
     assert read_wav(os.path.join(audio, by_name["pcm24"] + ".wav")).fixups == []
 
 
+def read_or_named_error(path):
+    """(header, clip) of a wav, or None when it is refused with an error that names the file."""
+    try:
+        return probe_wav(str(path)), read_wav(str(path))
+    except AudioError as err:
+        assert str(path) in str(err)
+        return None
+
+
 def wav_header(channels, rate, bits, n_frames, fmt=1):
     block = channels * bits // 8
     data_size = n_frames * block
@@ -112,12 +121,10 @@ def test_decoder_never_crashes_nor_returns_a_wrong_shape(tmp_path, blob):
 
     path = tmp_path / "x.wav"
     path.write_bytes(blob)
-    try:
-        info = probe_wav(str(path))
-        clip = read_wav(str(path))
-    except AudioError as err:
-        assert str(path) in str(err)
+    decoded = read_or_named_error(path)
+    if decoded is None:
         return
+    info, clip = decoded
     assert clip.waveform.shape == (NUM_SAMPLES,) and clip.waveform.dtype == np.float32
     assert np.isfinite(clip.waveform).all()
     if info.standard:  # the fast in-graph path must agree on these
@@ -184,7 +191,7 @@ def test_two_workers_train_together_and_the_chief_exports(data_dir, tmp_path):
     cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
     cmd = [sys.executable, "-m", "nsynth_keras.train", "--data-dir", data_dir, "--max-examples", "64",
            "--epochs", "1", "--batch-size", "16", "--strategy", "multiworker", "--out", str(tmp_path),
-           "--run-name", "mw", "--no-tflite"]
+           "--run-name", "mw", "--no-tflite", "--early-stopping", "3"]
     procs = []
     for i in range(2):
         env = dict(os.environ, CI="1", PYTHONUNBUFFERED="1",
@@ -200,7 +207,32 @@ def test_two_workers_train_together_and_the_chief_exports(data_dir, tmp_path):
     assert epoch_lines[0] == epoch_lines[1]
     assert "Worker 1 finished" in outs[1]
     assert sorted(os.listdir(tmp_path)) == ["mw"]  # the worker's folder is gone, the chief's renamed
-    assert {"model.keras", "saved_model", "history.json"} <= set(os.listdir(tmp_path / "mw"))
+    assert {"model.keras", "saved_model", "history.json", "logs"} <= set(os.listdir(tmp_path / "mw"))
+    for part in ("train", "validation"):  # TensorBoard event files, as Keras's callback writes them
+        assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path / "mw" / "logs" / part))
+
+
+def test_custom_loop_stops_early_and_logs_to_tensorboard(tmp_path):
+    """The multi-worker loop on the default strategy: a model that cannot improve stops after patience."""
+    import keras
+    import tensorflow as tf
+
+    from nsynth_keras import distributed
+    from nsynth_keras.model import build_cnn
+    from nsynth_keras.runs import read_history
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (16, 64, 64, 1)).astype(np.float32)
+    y = keras.utils.to_categorical(rng.integers(0, 11, 16), 11)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    strategy = tf.distribute.get_strategy()
+    model = build_cnn((4, 8))
+    optimizer = keras.optimizers.Adam(0.0)  # frozen weights: val_accuracy never improves after epoch 1
+    distributed.fit(strategy, model, optimizer, ds, ds, epochs=10, work_dir=str(tmp_path), is_chief=True,
+                    patience=2)
+    assert read_history(str(tmp_path / "history.csv"))["epoch"] == [0, 1, 2]
+    for part in ("train", "validation"):
+        assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path / "logs" / part))
 
 
 def test_multiworker_without_tf_config_is_a_clear_error(data_dir, tmp_path, capsys, monkeypatch):
