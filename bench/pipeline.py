@@ -115,7 +115,7 @@ def main(argv=None) -> dict:
     x = np.concatenate([b[0].numpy() for b in ds])
     y = keras.utils.to_categorical(np.concatenate([b[1].numpy() for b in ds]), config.NUM_CLASSES)
     rates = {}
-    for name, fit in (("pipeline", lambda m: m.fit(ds.map(one_hot), epochs=1, verbose=0)),
+    for name, fit in (("pipeline", lambda m: m.fit(ds.map(one_hot), epochs=1, verbose=0, shuffle=False)),
                       ("in_memory", lambda m: m.fit(x, y, batch_size=args.batch_size, epochs=1, verbose=0))):
         model = build_baseline()
         compile_model(model, 1e-3)
