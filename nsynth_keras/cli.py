@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ info/warning lines are noise for a user
+import tensorflow as tf  # the package's __init__ has already quietened TF's C++ start-up log
 
-import tensorflow as tf  # noqa: E402
-
-from nsynth_keras.audio import AudioError  # noqa: E402
-from nsynth_keras.config import DEFAULT_DATA_DIR, SOURCES, SPLITS  # noqa: E402
-from nsynth_keras.data import TFDS_CONFIGS, DataError, DataSpec, Filters  # noqa: E402
-from nsynth_keras.runs import RunError, first_line  # noqa: E402
+from nsynth_keras.audio import AudioError
+from nsynth_keras.config import DEFAULT_DATA_DIR, SOURCES, SPLITS
+from nsynth_keras.data import TFDS_CONFIGS, DataError, DataSpec, Filters
+from nsynth_keras.runs import RunError, first_line
 
 EXPECTED_ERRORS = (DataError, RunError, AudioError)
 
