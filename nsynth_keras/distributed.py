@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from nsynth_keras.config import NUM_CLASSES
-from nsynth_keras.runs import RunError, RunFolder, append_history, read_history
+from nsynth_keras.runs import DivergedError, RunFolder, append_history, read_history
 
 
 def _metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -96,7 +96,7 @@ def fit(
             loss, hits, top3, n = (loss + float(step_loss), hits + float(step_hits), top3 + float(step_top3),
                                    n + float(step_n))
         if not math.isfinite(loss):
-            raise RunError(f"run {run_name}: the loss became {loss / n} in epoch {epoch + 1}; training diverged "
+            raise DivergedError(f"run {run_name}: the loss became {loss / n} in epoch {epoch + 1}; training diverged "
                            "(try a lower --learning-rate) and nothing was written as a finished run")
         # Every worker scores the whole validation split with the same (synchronised) weights.
         probs, ys = zip(*((model(x, training=False).numpy(), y.numpy()) for x, y in valid_ds))

@@ -26,6 +26,10 @@ class RunError(ValueError):
     """A run folder or model file that cannot be used."""
 
 
+class DivergedError(RunError):
+    """Training produced a NaN or infinite loss or weights: the run is worthless, not resumable."""
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """One run folder and the name of every file in it (the only place they are spelled)."""

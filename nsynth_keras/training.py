@@ -25,6 +25,7 @@ from nsynth_keras.features import AUGMENTATIONS, FRONTEND, make_augment
 from nsynth_keras.model import HOMEWORK, build_cnn, feature_map_sizes
 from nsynth_keras.pipeline import split_features
 from nsynth_keras.runs import (
+    DivergedError,
     RunError,
     RunFolder,
     check_out_dir,
@@ -244,8 +245,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            raise RunError(non_finite_message(self.run_name, f"the loss became {float(loss)} at epoch "
-                                                              f"{self.epoch + 1}, batch {batch + 1}"))
+            raise DivergedError(non_finite_message(self.run_name, f"the loss became {float(loss)} at epoch "
+                                                                  f"{self.epoch + 1}, batch {batch + 1}"))
 
 
 def non_finite_message(run_name: str, what: str) -> str:
@@ -399,7 +400,7 @@ def fit(config: TrainConfig, data: TrainData, paths: RunPaths, strategy: tf.dist
     if os.path.exists(run.best_weights):
         model.load_weights(run.best_weights)
     if not all(np.isfinite(w).all() for w in model.get_weights()):
-        raise RunError(non_finite_message(paths.name, "the trained weights are not finite"))
+        raise DivergedError(non_finite_message(paths.name, "the trained weights are not finite"))
     return model
 
 
@@ -498,9 +499,10 @@ def _train(config: TrainConfig, spec: DataSpec, log, verbose) -> str | None:
         log(f"Data ({spec.source}): {data.counts['train']} train, {data.counts['valid']} valid, "
             f"{data.counts['test']} test notes; {sum(map(len, data.skipped.values()))} bad notes skipped")
         model = fit(config, data, paths, strategy, spec, worker, verbose)
-    except BaseException:
-        # A run that never finished an epoch leaves nothing behind; one with progress stays resumable.
-        if paths.is_new and not os.path.exists(paths.partial.history_csv):
+    except BaseException as err:
+        # A run that never finished an epoch, or diverged, leaves nothing behind; one with progress
+        # stays resumable.
+        if paths.is_new and (not os.path.exists(paths.partial.history_csv) or isinstance(err, DivergedError)):
             remove(paths.partial.path)
         raise
     if worker:

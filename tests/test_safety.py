@@ -104,6 +104,14 @@ def test_an_epoch_is_logged_before_its_backup_marks_it_done(tmp_path):
     assert kinds[-1] == "BackupAndRestore" and kinds.index("CSVLogger") < kinds.index("BackupAndRestore")
 
 
+def test_a_diverging_run_stops_with_an_error_and_leaves_nothing(data_dir, tmp_path, capsys):
+    rc = train.main(["--data-dir", data_dir, "--max-examples", "40", "--epochs", "3", "--learning-rate", "1e12",
+                     "--mixed-precision", "off", "--out", str(tmp_path), "--run-name", "boom", "--no-tflite"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "run boom:" in err and "training diverged" in err
+    assert os.listdir(tmp_path) == []  # no run folder, and no partial one to resume
+
+
 def test_a_nan_loss_stops_training_with_an_error_naming_the_run():
     stop = StopOnNonFinite("my-run")
     stop.on_train_batch_end(0, {"loss": 1.5})
