@@ -317,6 +317,12 @@ def mediapipe_options(path: str, **kwargs) -> mp_audio.AudioClassifierOptions:
     return mp_audio.AudioClassifierOptions(base_options=mp_tasks.BaseOptions(model_asset_path=path), **kwargs)
 
 
+def mediapipe_classifier(options: mp_audio.AudioClassifierOptions) -> mp_audio.AudioClassifier:
+    """MediaPipe's AudioClassifier; its C++ start-up log (no GPU, no EGL) silenced."""
+    with native_stderr_silenced():
+        return mp_audio.AudioClassifier.create_from_options(options)
+
+
 def mediapipe_probs(result) -> np.ndarray:
     """An AudioClassifierResult -> probabilities [11] in family order."""
     probs = np.zeros(len(FAMILIES), np.float32)
@@ -329,7 +335,7 @@ def mediapipe_clips(path: str, waves: np.ndarray) -> tuple[np.ndarray, float]:
     """Probabilities [n, 11] from MediaPipe's AudioClassifier in clip mode, and ms per clip."""
     options = mediapipe_options(path, running_mode=mp_audio.RunningMode.AUDIO_CLIPS)
     probs, t = [], time.perf_counter()
-    with mp_audio.AudioClassifier.create_from_options(options) as classifier:
+    with mediapipe_classifier(options) as classifier:
         for wave in waves:
             [result] = classifier.classify(mp_audio_data.AudioData.create_from_array(wave.astype(np.float64),
                                                                                     SAMPLE_RATE))
@@ -344,7 +350,7 @@ def mediapipe_stream(path: str, recording: np.ndarray, chunk_seconds: float = 1.
     options = mediapipe_options(path, running_mode=mp_audio.RunningMode.AUDIO_STREAM,
                                 result_callback=lambda result, ms: windows.append((ms / 1000, mediapipe_probs(result))))
     chunk = int(chunk_seconds * SAMPLE_RATE)
-    with mp_audio.AudioClassifier.create_from_options(options) as classifier:
+    with mediapipe_classifier(options) as classifier:
         for start in range(0, len(recording), chunk):
             data = mp_audio_data.AudioData.create_from_array(recording[start : start + chunk].astype(np.float64),
                                                             SAMPLE_RATE)
