@@ -59,6 +59,7 @@ CONFIGS = {
     "wide+augment+3sf": ({**WIDE, "augment": AUGMENT}, SF3, {}),
     "wide+augment+3sf-pretrain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10}, SF3, {}),
     "wide+augment+5sf": ({**WIDE, "augment": AUGMENT}, SF5, {}),
+    "wide+augment+5sf-pretrain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10}, SF5, {}),
     "wide+augment+5sf-balanced": ({**WIDE, "augment": AUGMENT}, SF5, {"extra_balance": True}),
 }
 
