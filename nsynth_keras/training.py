@@ -164,7 +164,7 @@ def cpu_flags() -> set[str]:
 
 def resolve_precision(choice: str, flags: set[str] | None = None, gpus: int | None = None) -> tuple[str, str]:
     """(Keras policy, why). auto: mixed_float16 on a GPU; mixed_bfloat16 on a CPU with native bf16
-    (AVX512-BF16 or AMX: measured 1.9-2.4x float32 here); float32 otherwise (bf16 without native
+    (AVX512-BF16 or AMX: measured 1.3-2.4x float32 here); float32 otherwise (bf16 without native
     support was measured 8x slower than float32, and float16 on a CPU 50x slower)."""
     if choice != "auto":
         return PRECISIONS[choice], f"--mixed-precision {choice}"
