@@ -413,7 +413,9 @@ def make_dataset(
         if part != "extra" or split != "train":
             parts[spec.data_dir] = read_examples(spec.data_dir, split, spec.filters, strict=spec.strict, seed=seed)
         if split == "train" and part != "real" and spec.extra_train:
-            real = len(parts.get(spec.data_dir) or read_examples(spec.data_dir, split, spec.filters, seed=seed))
+            # A ratio needs the real notes' count: read (and check) them only if they are not read already.
+            real = (len(parts[spec.data_dir]) if spec.data_dir in parts
+                    else len(read_examples(spec.data_dir, split, spec.filters, seed=seed)) if spec.extra_ratio else 0)
             parts.update(extra_tables(spec, real, seed))
         if split == "train" and part == "extra" and not spec.extra_train:
             raise DataError("no --extra-train folders to take extra notes from")
