@@ -11,7 +11,6 @@ pipeline, feature encoding, sharding and `dataset_info.json` are the real builde
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ import tensorflow_datasets as tfds
 from nsynth_keras.audio import read_wav
 from nsynth_keras.config import SPLITS
 from nsynth_keras.data import DataError, Filters, read_examples, split_dir
-from nsynth_keras.runs import read_json, write_json
+from nsynth_keras.runs import atomic_path, read_json, write_json
 
 NUM_INSTRUMENT_LABELS = 1006  # the builder's instrument ClassLabel has exactly this many names
 RELEASE_RECORD = "release.json"
@@ -85,7 +84,6 @@ def write_release(data_dir: str, out: str, max_examples: int | None = None, seed
         table = read_examples(data_dir, split, Filters(max_examples=max_examples), strict=True, seed=seed)
         with open(os.path.join(split_dir(data_dir, split), "examples.json"), encoding="utf-8") as f:
             metadata = json.load(f)
-        buf = io.BytesIO()
         with tf.io.TFRecordWriter(os.path.join(out, f"nsynth-{split}.tfrecord")) as writer:
             for i, (path, note) in enumerate(zip(table.path, table.note), start=1):
                 key = os.path.basename(path)[: -len(".wav")]
@@ -94,11 +92,10 @@ def write_release(data_dir: str, out: str, max_examples: int | None = None, seed
                 instruments.add(meta["instrument_str"])
                 if i % 500 == 0:
                     log(f"  {split}: {i}/{len(table)} notes")
-        with tarfile.open(fileobj=buf, mode="w") as tar:
+        # Streamed to disk (the full train split is 74 GB), under a temporary name until complete.
+        with atomic_path(files[f"nsynth-{split}.tfrecord.tar"]) as tmp, tarfile.open(tmp, mode="w") as tar:
             tar.add(os.path.join(out, f"nsynth-{split}.tfrecord"), arcname=f"nsynth-{split}.tfrecord")
         os.remove(os.path.join(out, f"nsynth-{split}.tfrecord"))
-        with open(files[f"nsynth-{split}.tfrecord.tar"], "wb") as f:
-            f.write(buf.getvalue())
         counts[split] = len(table)
         log(f"  {split}: {len(table)} notes -> nsynth-{split}.tfrecord.tar")
     if len(instruments) > NUM_INSTRUMENT_LABELS:
