@@ -9,14 +9,15 @@ the best-on-valid checkpoint scored on valid and test (unseen instruments) with 
 Rendered notes are data: they go to --render-cache (default ~/.cache/nsynth-keras/rendered), outside
 the repository, rendered once and reused. Configurations that need a SoundFont that is not
 installed (the Debian packages fluid-soundfont-gm and musescore-general-soundfont) are skipped with
-the reason. Results accumulate in bench/results/accuracy.json (a run of --only replaces that
-configuration's rows) and bench/results/accuracy.md.
+the reason. Results accumulate in bench/results/accuracy.json (a run replaces only the runs of the seeds
+it ran) and bench/results/accuracy.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -48,7 +49,15 @@ SOUNDFONTS = {
 }
 SF3 = ("timgm6mb", "fluidr3", "musescore")
 SF5 = (*SF3, "csound", "opl3")
+SYNTHETIC_SOUNDFONTS = ("opl3",)  # rendered with instrument_source synthetic, whatever the GM map says
 RENDER = {"pitch_step": 4, "velocities": (75, 127)}
+# Procedural synthesizer sets (nsynth_keras/synth.py): name -> RenderConfig fields. "synth-heldout" are other
+# presets (another seed), in a valid split: the selection set's rendered part and the synth_lead recall check.
+SYNTH_SETS = {
+    "synth": {"synth": 16, "seed": 0, "split": "train", **RENDER},
+    "synth-heldout": {"synth": 4, "seed": 1, "split": "valid", "pitch_step": 8, "velocities": (100,)},
+}
+HELDOUT = "synth-heldout"
 # name -> (TrainConfig fields, rendered sets mixed in, extra DataSpec fields)
 CONFIGS = {
     "baseline": ({}, (), {}),
@@ -61,43 +70,62 @@ CONFIGS = {
     "wide+augment+5sf": ({**WIDE, "augment": AUGMENT}, SF5, {}),
     "wide+augment+5sf-pretrain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10}, SF5, {}),
     "wide+augment+5sf-balanced": ({**WIDE, "augment": AUGMENT}, SF5, {"extra_balance": True}),
+    # Synthesized instruments beside the SoundFonts in pretraining ...
+    "wide+augment+5sf+synth-pretrain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10}, (*SF5, "synth"), {}),
+    # ... and keeping every family through fine-tuning: half an extra note per real note in the fine-tuning
+    # batches, the best epoch chosen on real valid + held-out synthesized instruments (all 11 families).
+    "wide+augment+5sf+synth-keep": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10, "finetune_extra": 0.5},
+                                    (*SF5, "synth"), {"select_extra": (HELDOUT,)}),
 }
 
 
 def rendered_folder(name: str, cache: str, log=print) -> str:
-    """Render a SoundFont once into the cache (a rerun with the same settings resumes or reuses it)."""
-    path = SOUNDFONTS[name] or default_soundfont()
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} is not installed (apt-get install fluid-soundfont-gm "
-                                "musescore-general-soundfont csound-soundfont opl3-soundfont)")
+    """Render a SoundFont or a synthesizer set once into the cache (a rerun with the same settings reuses it)."""
     folder = os.path.join(cache, name)
-    if not os.path.isfile(os.path.join(folder, "nsynth-train", "examples.json")):
-        summary = render(RenderConfig(folder, (path,), **RENDER), log=log)
+    if name in SYNTH_SETS:
+        config = RenderConfig(folder, **SYNTH_SETS[name])
+    else:
+        path = SOUNDFONTS[name] or default_soundfont()
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is not installed (apt-get install fluid-soundfont-gm "
+                                    "musescore-general-soundfont csound-soundfont opl3-soundfont)")
+        config = RenderConfig(folder, (path,), source="synthetic" if name in SYNTHETIC_SOUNDFONTS else None, **RENDER)
+    if not os.path.isfile(os.path.join(folder, f"nsynth-{config.split}", "examples.json")):
+        t = time.time()
+        summary = render(config, log=log)
         log(summary.table())
+        log(f"[render] {name}: {summary.written} notes in {time.time() - t:.1f} s "
+            f"({1000 * (time.time() - t) / max(summary.written, 1):.1f} s per 1,000 notes)")
     return folder
 
 
-def run_one(name: str, seed: int, args, out: str) -> dict:
+def run_one(name: str, seed: int, args, out: str) -> tuple[dict, dict]:
     fields, sets, data_fields = CONFIGS[name]
     extra = tuple(rendered_folder(s, args.render_cache) for s in sets)
+    data_fields = {k: tuple(rendered_folder(s, args.render_cache) for s in v) if k == "select_extra" else v
+                   for k, v in data_fields.items()}
     spec = dataclasses.replace(spec_from_args(args), extra_train=extra, **data_fields)
     config = TrainConfig(**fields, epochs=args.epochs, early_stopping=args.patience, seed=seed,
                          mixed_precision=args.precision, out=out, run_name=f"{name.replace('+', '_')}-seed{seed}",
                          tflite=False, overwrite=True)
     t = time.time()
     run = train(config, spec)
+    run_config = read_json(os.path.join(run, "config.json"))
     result = {"seed": seed, "seconds": round(time.time() - t, 1),
               "epochs_run": len(read_json(os.path.join(run, "history.json")).get("epoch", [])),
-              "train_notes": read_json(os.path.join(run, "config.json"))["train_notes_by_folder"]}
+              "train_notes": run_config["train_notes_by_folder"], "precision": run_config["precision_policy"]}
     scoring = DataSpec(spec.source, spec.data_dir, spec.tfds_config, spec.filters, spec.strict)
-    for split in ("valid", "test"):
-        r, _ = evaluate(run, scoring, split)
+    heldout = DataSpec(data_dir=rendered_folder(HELDOUT, args.render_cache))
+    for split, data in (("valid", scoring), ("test", scoring), ("heldout_synth", heldout)):
+        r, _ = evaluate(run, data, "valid" if split == "heldout_synth" else split)
         result[split] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
                          "by_source": {k: v["accuracy"] for k, v in r.get("by_source", {}).items()},
                          "families": {f: {"accuracy": m["accuracy"], "f1": m["f1"]}
-                                      for f, m in r["families"].items() if m["support"]}}
-    return result, ["python", "-m", "nsynth_keras.train", *config.to_argv(),
-                    "--data-dir", args.data_dir, *(["--extra-train", *extra] if extra else [])]
+                                      for f, m in r["families"].items() if m["support"]},
+                         "predicted_per_family": dict(zip(FAMILIES, np.asarray(
+                             r["confusion_matrix"]["counts"]).sum(0).tolist()))}
+    # The run's settings as config objects (every field), not an argv.
+    return result, {"train": dataclasses.asdict(config), "data": spec.to_json()}
 
 
 def mean_std(values) -> dict:
@@ -112,6 +140,11 @@ def summarise(runs: list[dict]) -> dict:
                              for s in SOURCES if all(s in r["test"]["by_source"] for r in runs)}
     row["test_families"] = {f: {k: mean_std(r["test"]["families"][f][k] for r in runs) for k in ("accuracy", "f1")}
                             for f in FAMILIES if all(f in r["test"]["families"] for r in runs)}
+    if all("heldout_synth" in r for r in runs):
+        row["heldout_synth_accuracy"] = mean_std(r["heldout_synth"]["accuracy"] for r in runs)
+        row["heldout_synth_lead_recall"] = mean_std(r["heldout_synth"]["families"].get("synth_lead", {})
+                                                    .get("accuracy", 0.0) for r in runs)
+        row["test_called_synth_lead"] = mean_std(r["test"]["predicted_per_family"]["synth_lead"] for r in runs)
     row["seeds"] = [r["seed"] for r in runs]
     return row
 
@@ -120,7 +153,8 @@ def markdown(results: dict) -> str:
     lines = [f"Updated {date.today()}; {os.cpu_count()} CPU cores. Test: 260 notes of 51 instruments never heard in "
              "training. Mean ± std over the seeds listed.", "",
              "| configuration | seeds | valid acc | test acc | test macro-F1 | test acoustic | test electronic | "
-             "test synthetic | min/run |", "|---|---|---|---|---|---|---|---|---|"]
+             "test synthetic | held-out synth acc (not NSynth) | held-out synth_lead recall | test notes called "
+             "synth_lead | min/run |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = "{mean:.3f} ± {std:.3f}".format
     for name, entry in results.items():
         s = entry["summary"]
@@ -128,6 +162,8 @@ def markdown(results: dict) -> str:
         minutes = np.mean([r["seconds"] for r in entry["runs"]]) / 60
         lines.append(f"| {name} | {len(s['seeds'])} | {fmt(**s['valid_accuracy'])} | {fmt(**s['test_accuracy'])} | "
                      f"{fmt(**s['test_macro_f1'])} | " + " | ".join(fmt(**by[k]) if k in by else "-" for k in SOURCES)
+                     + " | " + " | ".join(fmt(**s[k]) if k in s else "-" for k in (
+                         "heldout_synth_accuracy", "heldout_synth_lead_recall", "test_called_synth_lead"))
                      + f" | {minutes:.1f} |")
     best = max(results, key=lambda k: results[k]["summary"]["test_accuracy"]["mean"])
     lines += ["", f"Per family on test, best configuration ({best}):", "",
@@ -135,7 +171,7 @@ def markdown(results: dict) -> str:
     for family, m in results[best]["summary"]["test_families"].items():
         lines.append(f"| {family} | {fmt(**m['accuracy'])} | {fmt(**m['f1'])} |")
     lines += ["", f"Reproduce one row: `python bench/accuracy.py --only {best} --seeds 0 --keep DIR`; "
-              "the full train command of each configuration is in accuracy.json (`argv`)."]
+              "every run's TrainConfig and DataSpec are in accuracy.json (`settings`)."]
     return "\n".join(lines) + "\n"
 
 
@@ -146,8 +182,9 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=30, help="at most this many epochs (default: %(default)s)")
     p.add_argument("--patience", type=int, default=8, help="early stopping on val_accuracy (default: %(default)s)")
-    p.add_argument("--precision", default="bf16", choices=("auto", "off", "on", "bf16"),
-                   help="training precision (default: bf16, 1.9x faster than float32 on this AVX512-BF16 CPU)")
+    p.add_argument("--precision", default="auto", choices=("auto", "off", "on", "bf16"),
+                   help="training precision (default: auto: bf16 only on a CPU with native bf16, where it is "
+                        "1.9x faster; each run records the policy it got)")
     p.add_argument("--keep", default=None, help="keep the run folders here (default: a temporary folder)")
     p.add_argument("--render-cache", default=os.path.expanduser("~/.cache/nsynth-keras/rendered"),
                    help="rendered notes, outside the repository (default: %(default)s)")
@@ -167,23 +204,25 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or tmp
         for name in names:
-            runs = []
             try:
                 for seed in args.seeds:
-                    r, train_argv = run_one(name, seed, args, out)
+                    r, settings = run_one(name, seed, args, out)
                     print(f"[accuracy] {name} seed {seed}: test acc {r['test']['accuracy']:.3f} macro-F1 "
                           f"{r['test']['macro_f1']:.3f} ({r['seconds']} s, {r['epochs_run']} epochs)", flush=True)
-                    runs.append(r)
+                    # Read again before writing: another invocation may have added runs meanwhile. A run replaces
+                    # only the row's run of the same seed, so reproducing one seed keeps the others.
+                    results = read_json(json_path)["configs"] if os.path.isfile(json_path) else {}
+                    runs = {x["seed"]: x for x in results.get(name, {}).get("runs", [])}
+                    runs[seed] = r
+                    runs = [runs[k] for k in sorted(runs)]
+                    results[name] = {"settings": settings, "runs": runs, "summary": summarise(runs)}
+                    os.makedirs(args.results, exist_ok=True)
+                    write_json(json_path, {"epochs": args.epochs, "patience": args.patience,
+                                           "render": {**RENDER, "velocities": list(RENDER["velocities"])},
+                                           "synth_sets": json.loads(json.dumps(SYNTH_SETS)), "configs": results})
             except FileNotFoundError as err:
                 print(f"[accuracy] {name}: skipped: {err}", flush=True)
                 continue
-            # Read again before writing: another invocation may have added configurations meanwhile.
-            results = read_json(json_path)["configs"] if os.path.isfile(json_path) else {}
-            results[name] = {"argv": train_argv, "runs": runs, "summary": summarise(runs)}
-            os.makedirs(args.results, exist_ok=True)
-            write_json(json_path, {"epochs": args.epochs, "patience": args.patience, "precision": args.precision,
-                                   "render": {**RENDER, "velocities": list(RENDER["velocities"])},
-                                   "configs": results})
     md = markdown(results) if results else "no configuration ran\n"
     with open(os.path.join(args.results, f"accuracy{suffix}.md"), "w") as f:
         f.write(md)

@@ -54,7 +54,9 @@ class WavInfo:
 
 MIN_RATE, MAX_RATE = 1_000, 384_000  # sample rates outside this are a broken (or hostile) header
 MAX_ABS_SAMPLE = 1e4  # float samples far outside full scale [-1, 1] overflow the float32 log-mel power
-MAX_RECORDING_SECONDS = 3600.0  # predict --hop reads whole recordings: an hour is 230 MB of float32
+# predict --hop streams recordings window by window (memory does not grow with length); this bounds the
+# work: samples x channels of the file as stored, one hour of 96 kHz stereo.
+MAX_RECORDING_SAMPLES = 3600 * 96_000 * 2
 
 
 def probe_wav(path: str) -> WavInfo:
@@ -69,7 +71,7 @@ def probe_wav(path: str) -> WavInfo:
     try:
         info = sf.info(path)
     except Exception as err:  # libsndfile reports many kinds of corruption
-        raise AudioError(path, f"not a readable audio file ({_first_line(err)})") from None
+        raise AudioError(path, f"not a readable audio file ({_last_line(err)})") from None
     if info.format != "WAV" and info.format != "WAVEX":
         raise AudioError(path, f"not a wav file (format {info.format})")
     if info.frames <= 0:
@@ -131,18 +133,88 @@ def read_wav(path: str) -> Clip:
     return Clip(np.asarray(wave, np.float32), str(path), info.sample_rate, info.channels, info.frames, fixups)
 
 
-def read_recording(path: str, max_seconds: float = MAX_RECORDING_SECONDS) -> Clip:
-    """Decode a whole wav (a recording of several notes) as 16 kHz mono, at least 4 s long (padded)."""
+def check_samples(values: np.ndarray, path: str) -> None:
+    """Samples must be finite and near audio full scale (far outside it overflows the log-mel power)."""
+    if not np.all(np.isfinite(values)):
+        raise AudioError(path, "contains NaN or infinite samples")
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    if peak > MAX_ABS_SAMPLE:
+        raise AudioError(path, f"samples reach {peak:.3g}, far outside audio full scale [-1, 1]")
+
+
+def window_starts(num_samples: int, hop_seconds: float) -> list[int]:
+    """Start samples (16 kHz) of the successive 4 s windows of a recording, every hop_seconds; only full
+    windows (as MediaPipe's AudioClassifier makes them), and one padded window for a recording under 4 s."""
+    if not (math.isfinite(hop_seconds) and hop_seconds > 0):
+        raise ValueError(f"--hop {hop_seconds}: must be a finite number of seconds above 0")
+    hop = max(1, round(hop_seconds * SAMPLE_RATE))
+    return list(range(0, max(num_samples - NUM_SAMPLES, 0) + 1, hop))
+
+
+@dataclass
+class Recording:
+    """A probed wav to classify window by window, and its length at 16 kHz."""
+
+    info: WavInfo
+    num_samples: int  # at 16 kHz
+    fixups: list[str]
+
+
+def open_recording(path: str, max_samples: int = MAX_RECORDING_SAMPLES) -> Recording:
     info = probe_wav(path)
-    seconds = info.frames / info.sample_rate
-    if seconds > max_seconds:
-        raise AudioError(str(path), f"{seconds:.0f} s long; recordings up to {max_seconds:.0f} s are classified "
+    stored = info.frames * info.channels
+    if stored > max_samples:
+        raise AudioError(str(path), f"{stored:,} samples ({info.frames / info.sample_rate:.0f} s x {info.channels} "
+                                    f"channels at {info.sample_rate} Hz); up to {max_samples:,} are classified "
                                     "(split it first)")
-    wave, fixups = _decode(info, seconds)
-    if wave.shape[0] < NUM_SAMPLES:
-        fixups.append(f"zero-padded {seconds:.2f} s to {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
-        wave = np.pad(wave, (0, NUM_SAMPLES - wave.shape[0]))
-    return Clip(np.asarray(wave, np.float32), str(path), info.sample_rate, info.channels, info.frames, fixups)
+    num = -(-info.frames * SAMPLE_RATE // info.sample_rate)
+    fixups = []
+    if info.channels > 1:
+        fixups.append(f"mixed {info.channels} channels to mono")
+    if info.sample_rate != SAMPLE_RATE:
+        fixups.append(f"resampled {info.sample_rate} Hz to {SAMPLE_RATE} Hz")
+    if num < NUM_SAMPLES:
+        fixups.append(f"zero-padded {info.frames / info.sample_rate:.2f} s to {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
+    return Recording(info, num, fixups)
+
+
+def recording_windows(rec: Recording, hop_seconds: float, batch: int = 64):
+    """Yield (start samples, windows [n, 64000] float32) of a recording, at most ``batch`` windows at a time.
+
+    Only the frames a window needs are read (plus a margin for the resampling filter), so memory is
+    bounded by the batch, not by the recording's length. A window equals the same samples of the whole
+    file resampled at once (the filter's support lies inside the margin)."""
+    info, path = rec.info, rec.info.path
+    rate = info.sample_rate
+    g = math.gcd(rate, SAMPLE_RATE)
+    up, down = SAMPLE_RATE // g, rate // g
+    margin = 0 if rate == SAMPLE_RATE else 20 * max(up, down) // up + down  # > the filter's half-length
+    starts = window_starts(rec.num_samples, hop_seconds)
+    try:
+        f = sf.SoundFile(path)
+    except Exception as err:
+        raise AudioError(path, f"cannot decode audio ({_last_line(err)})") from None
+    with f:
+        for i in range(0, len(starts), batch):
+            chunk = starts[i : i + batch]
+            windows = np.zeros((len(chunk), NUM_SAMPLES), np.float32)
+            for j, start in enumerate(chunk):
+                # Source frames from a multiple of `down` (so 16 kHz samples line up exactly) to the window's end.
+                first = max(0, (start * down // up - margin) // down * down)
+                last = min(info.frames, -(-(start + NUM_SAMPLES) * down // up) + margin)
+                try:
+                    f.seek(first)
+                    data = f.read(last - first, dtype="float32", always_2d=True)
+                except Exception as err:
+                    raise AudioError(path, f"cannot decode audio ({_last_line(err)})") from None
+                check_samples(data, path)
+                wave = data.mean(axis=1)
+                if rate != SAMPLE_RATE:
+                    wave = resample_poly(wave, up, down).astype(np.float32)
+                offset = start - first * up // down
+                piece = wave[offset : offset + NUM_SAMPLES]
+                windows[j, : len(piece)] = piece
+            yield chunk, windows
 
 
 def _decode(info: WavInfo, seconds: float) -> tuple[np.ndarray, list[str]]:
@@ -152,14 +224,10 @@ def _decode(info: WavInfo, seconds: float) -> tuple[np.ndarray, list[str]]:
     try:
         data, rate = sf.read(path, frames=needed, dtype="float32", always_2d=True)
     except Exception as err:
-        raise AudioError(path, f"cannot decode audio ({_first_line(err)})") from None
+        raise AudioError(path, f"cannot decode audio ({_last_line(err)})") from None
     if data.shape[0] == 0:
         raise AudioError(path, "no audio samples")
-    if not np.all(np.isfinite(data)):
-        raise AudioError(path, "contains NaN or infinite samples")
-    peak = float(np.abs(data).max())
-    if peak > MAX_ABS_SAMPLE:
-        raise AudioError(path, f"samples reach {peak:.3g}, far outside audio full scale [-1, 1]")
+    check_samples(data, path)
     fixups = []
     if data.shape[1] > 1:
         fixups.append(f"mixed {data.shape[1]} channels to mono")
@@ -171,6 +239,7 @@ def _decode(info: WavInfo, seconds: float) -> tuple[np.ndarray, list[str]]:
     return wave, fixups
 
 
-def _first_line(err: Exception) -> str:
+def _last_line(err: Exception) -> str:
+    """libsndfile puts the reason on the last line of its message."""
     text = str(err).strip().splitlines()
     return text[-1] if text else type(err).__name__

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable
 
@@ -20,6 +21,25 @@ from nsynth_keras.data import TFDS_CONFIGS, DataError, DataSpec, Filters
 from nsynth_keras.runs import RunError, first_line
 
 EXPECTED_ERRORS = (DataError, RunError, AudioError)
+
+
+def finite_float(text: str) -> float:
+    """An argparse type for every float flag: a finite number ('inf' and 'nan' are refused here, once)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0 (seconds, ratios)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    return value
 
 
 def add_data_args(parser: argparse.ArgumentParser, *, split: str | None = None) -> None:
@@ -49,18 +69,22 @@ def add_extra_train_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("extra training data (train split only; never valid or test)")
     g.add_argument("--extra-train", nargs="+", default=[], metavar="DIR",
                    help="json/wav folders whose nsynth-train/ notes are mixed into training (default: none)")
-    g.add_argument("--extra-ratio", type=float, default=None, metavar="R",
+    g.add_argument("--extra-ratio", type=positive_float, default=None, metavar="R",
                    help="use at most R extra notes per real training note, a seeded sample (default: all)")
     g.add_argument("--extra-balance", action="store_true",
                    help="sample the extra notes evenly over families (within --extra-ratio if given)")
+    g.add_argument("--drop-overlap", action="store_true",
+                   help="leave out extra notes that overlap valid/test (note name, instrument or identical audio) "
+                        "and count them in config.json (default: refuse to train with any overlap)")
+    g.add_argument("--select-extra", nargs="+", default=[], metavar="DIR",
+                   help="json/wav folders whose nsynth-valid notes (rendered instruments held out of training) join "
+                        "the real valid notes to choose the best epoch; scored apart, as not NSynth (default: none)")
 
 
 def spec_from_args(args: argparse.Namespace) -> DataSpec:
     if args.max_examples is not None and args.max_examples < 1:
         raise DataError("--max-examples must be at least 1")
     extra_ratio = getattr(args, "extra_ratio", None)
-    if extra_ratio is not None and not extra_ratio > 0:
-        raise DataError("--extra-ratio must be above 0")
     filters = Filters(
         tuple(args.instrument_source) if args.instrument_source else None,
         args.pitch_min,
@@ -68,7 +92,8 @@ def spec_from_args(args: argparse.Namespace) -> DataSpec:
         args.max_examples,
     )
     return DataSpec(args.source, args.data_dir, args.tfds_config, filters, args.strict,
-                    tuple(getattr(args, "extra_train", ())), extra_ratio, getattr(args, "extra_balance", False))
+                    tuple(getattr(args, "extra_train", ())), extra_ratio, getattr(args, "extra_balance", False),
+                    getattr(args, "drop_overlap", False), tuple(getattr(args, "select_extra", ())))
 
 
 def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:

@@ -7,6 +7,7 @@ Every source yields the same element, a dict of
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -181,6 +182,13 @@ def _integer(meta: dict, field: str, default: int | None = None) -> int:
     return value
 
 
+def _midi(meta: dict, field: str, default: int | None = None) -> int:
+    value = _integer(meta, field, default)
+    if not 0 <= value <= 127:
+        raise ValueError(f"{field} {value} is not a MIDI value 0..127")
+    return value
+
+
 def _parse_entry(key: str, meta: dict) -> dict:
     # The key names the wav file: a plain name, never a path out of the audio folder.
     if not isinstance(key, str) or not NOTE_NAME.match(key) or ".." in key:
@@ -192,8 +200,8 @@ def _parse_entry(key: str, meta: dict) -> dict:
         "instrument": str(meta.get("instrument_str", key.rsplit("-", 2)[0])),
         "family": _label(meta, "instrument_family", FAMILIES),
         "source": _label(meta, "instrument_source", SOURCES),
-        "pitch": _integer(meta, "pitch"),
-        "velocity": _integer(meta, "velocity", 0),
+        "pitch": _midi(meta, "pitch"),
+        "velocity": _midi(meta, "velocity", 0),
     }
 
 
@@ -352,6 +360,11 @@ class DataSpec:
     extra_train: tuple[str, ...] = ()
     extra_ratio: float | None = None  # at most this many extra notes per real training note (seeded sample)
     extra_balance: bool = False  # sample the extra notes evenly over families
+    # Extra notes that overlap valid/test (note name, instrument or audio): refused, or with this dropped.
+    drop_overlap: bool = False
+    # json/wav folders whose nsynth-valid notes (rendered instruments held out of training, not NSynth) join
+    # the real valid notes to choose checkpoints: a selection set that covers every family.
+    select_extra: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         return {
@@ -366,6 +379,8 @@ class DataSpec:
             "extra_train": [os.path.abspath(d) for d in self.extra_train],
             "extra_ratio": self.extra_ratio,
             "extra_balance": self.extra_balance,
+            "drop_overlap": self.drop_overlap,
+            "select_extra": [os.path.abspath(d) for d in self.select_extra],
         }
 
     @classmethod
@@ -376,7 +391,8 @@ class DataSpec:
                           d.get("max_examples"))
         return cls(d.get("source", "jsonwav"), d.get("data_dir"), d.get("tfds_config", "full"), filters,
                    bool(d.get("strict", False)), tuple(d.get("extra_train") or ()), d.get("extra_ratio"),
-                   bool(d.get("extra_balance", False)))
+                   bool(d.get("extra_balance", False)), bool(d.get("drop_overlap", False)),
+                   tuple(d.get("select_extra") or ()))
 
 
 @dataclass
@@ -388,6 +404,7 @@ class SplitData:
     skipped: list[str]
     families: list[int] | None = None  # every note's family, where known without decoding
     parts: dict[str, int] = field(default_factory=dict)  # notes from each folder (train: the data dir + extras)
+    overlap_dropped: list[str] = field(default_factory=list)  # extra notes dropped as overlapping valid/test
 
 
 TRAIN_PARTS = ("all", "real", "extra")
@@ -409,23 +426,30 @@ def make_dataset(
     if spec.extra_train and spec.source != "jsonwav":
         raise DataError("--extra-train folders are json/wav; they mix with --source jsonwav only")
     if spec.source == "jsonwav":
+        # Extra folders: training notes for the train split, held-out selection notes for valid, none for test.
+        extras = {"train": extra_folders(spec), "valid": spec.select_extra}.get(split, ())
         parts: dict[str, NoteTable] = {}
-        if part != "extra" or split != "train":
+        dropped: list[str] = []
+        if part != "extra":
             parts[spec.data_dir] = read_examples(spec.data_dir, split, spec.filters, strict=spec.strict, seed=seed)
-        if split == "train" and part != "real" and spec.extra_train:
+        if part != "real" and extras and split == "train":
             # A ratio needs the real notes' count: read (and check) them only if they are not read already.
             real = (len(parts[spec.data_dir]) if spec.data_dir in parts
                     else len(read_examples(spec.data_dir, split, spec.filters, seed=seed)) if spec.extra_ratio else 0)
-            parts.update(extra_tables(spec, real, seed))
-        if split == "train" and part == "extra" and not spec.extra_train:
-            raise DataError("no --extra-train folders to take extra notes from")
+            tables, dropped = without_overlap(spec, extra_tables(spec, real, seed))
+            parts.update(tables)
+        elif part != "real" and extras:
+            parts.update({d: read_examples(d, split, spec.filters, strict=spec.strict) for d in extras})
+        if part == "extra" and not extras:
+            raise DataError(f"no extra folders to take extra {split} notes from (--extra-train for train, "
+                            "--select-extra for valid)")
         table = NoteTable.concat(list(parts.values()))
         if table.skipped:
             log.warning("%d bad notes skipped in split %s", len(table.skipped), split)
         if shard is not None:
             table = table.shard(*shard)
         return SplitData(table_dataset(table, shuffle=shuffle, seed=seed), len(table), table.skipped, table.family,
-                         {os.path.abspath(d): len(t) for d, t in parts.items()})
+                         {os.path.abspath(d): len(t) for d, t in parts.items()}, dropped)
     if spec.source == "tfds":
         ds = tfds_dataset(
             split, config=spec.tfds_config, data_dir=spec.data_dir, filters=spec.filters, shuffle=shuffle, seed=seed
@@ -435,15 +459,33 @@ def make_dataset(
     raise DataError(f"unknown source {spec.source!r}; choose jsonwav or tfds")
 
 
+def extra_folders(spec: DataSpec) -> tuple[str, ...]:
+    """The --extra-train folders, checked: compared by resolved path, never the data dir itself, never twice."""
+    seen: dict[str, str] = {}
+    data = os.path.realpath(spec.data_dir) if spec.data_dir else None
+    for folder in spec.extra_train:
+        real = os.path.realpath(folder)
+        if real == data:
+            raise DataError(f"--extra-train {folder} is the --data-dir itself: its training notes are already "
+                            "used; pass only other folders")
+        if real in seen:
+            raise DataError(f"--extra-train lists one folder twice ({seen[real]} and {folder})")
+        seen[real] = folder
+    return tuple(spec.extra_train)
+
+
 def extra_tables(spec: DataSpec, num_real: int, seed: int = 0) -> dict[str, NoteTable]:
     """The extra training folders' notes, sampled as the spec says (a ratio of the real notes,
     evenly over families), seeded."""
-    tables = {d: read_examples(d, "train", spec.filters, strict=spec.strict, seed=seed) for d in spec.extra_train}
+    tables = {d: read_examples(d, "train", spec.filters, strict=spec.strict, seed=seed) for d in extra_folders(spec)}
     if spec.extra_ratio is None and not spec.extra_balance:
         return tables
     rows = [(d, i) for d, t in tables.items() for i in range(len(t))]
     families = np.array([tables[d].family[i] for d, i in rows])
     budget = len(rows) if spec.extra_ratio is None else min(len(rows), int(round(spec.extra_ratio * num_real)))
+    if budget < 1:
+        raise DataError(f"--extra-ratio {spec.extra_ratio} x {num_real} real training notes selects no extra note: "
+                        f"use at least {0.5 / max(num_real, 1):.3g}")
     rng = np.random.default_rng(seed)
     if spec.extra_balance:
         present = np.unique(families)
@@ -456,3 +498,60 @@ def extra_tables(spec: DataSpec, num_real: int, seed: int = 0) -> dict[str, Note
         d, i = rows[k]
         keep[d].append(i)
     return {d: tables[d].subset(idx) for d, idx in keep.items()}
+
+
+# --------------------------------------------------------------------------- leakage
+
+
+def file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
+
+
+def held_out_keys(spec: DataSpec) -> tuple[set[str], set[str], dict[str, str]]:
+    """Note names, instrument names and audio digests of the valid and test splits (every listed note)."""
+    notes, instruments, digests = set(), set(), {}
+    for split in ("valid", "test"):
+        if not os.path.isfile(os.path.join(split_dir(spec.data_dir, split), "examples.json")):
+            continue
+        table = read_examples(spec.data_dir, split)
+        notes.update(table.note)
+        instruments.update(table.instrument)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            digests.update(zip(pool.map(file_digest, table.path), (f"{split} note {n}" for n in table.note)))
+    return notes, instruments, digests
+
+
+def without_overlap(spec: DataSpec, tables: dict[str, NoteTable]) -> tuple[dict[str, NoteTable], list[str]]:
+    """Check the extra notes against valid and test by note name, instrument name and audio bytes.
+
+    Any overlap is refused (it would score the model on notes it trained on), or with
+    ``spec.drop_overlap`` those notes are dropped and listed."""
+    notes, instruments, digests = held_out_keys(spec)
+    dropped: list[str] = []
+    kept: dict[str, NoteTable] = {}
+    for folder, table in tables.items():
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            own = list(pool.map(file_digest, table.path))
+        keep = []
+        for i, (note, instrument, digest) in enumerate(zip(table.note, table.instrument, own)):
+            why = ("its note name is in valid/test" if note in notes
+                   else f"its instrument {instrument} is in valid/test" if instrument in instruments
+                   else f"its audio is identical to {digests[digest]}" if digest in digests else None)
+            if why is None:
+                keep.append(i)
+            else:
+                dropped.append(f"{table.path[i]}: {why}")
+        kept[folder] = table.subset(keep)
+    if dropped and not spec.drop_overlap:
+        shown = "; ".join(dropped[:3]) + (f"; and {len(dropped) - 3} more" if len(dropped) > 3 else "")
+        raise DataError(f"{len(dropped)} extra training notes overlap the valid/test splits of {spec.data_dir} "
+                        f"({shown}): training on them would inflate every score. Remove them, or pass "
+                        "--drop-overlap to leave them out (counted in config.json)")
+    if dropped:
+        log.warning("dropped %d extra training notes that overlap valid/test", len(dropped))
+    empty = [f for f, t in kept.items() if not len(t)]
+    if empty:
+        raise DataError(f"no extra training notes left in {', '.join(empty)} after dropping the ones that overlap "
+                        "valid/test")
+    return kept, dropped

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 
 import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from nsynth_keras.audio import Clip
+from nsynth_keras.audio import AudioError, Clip, Recording, open_recording, read_wav, recording_windows
 from nsynth_keras.config import FAMILIES, INPUT_SHAPE, NUM_CLASSES, NUM_SAMPLES, SAMPLE_RATE
 from nsynth_keras.features import log_mel
 from nsynth_keras.runs import RunError, find_model, first_line, is_saved_model, load_keras
@@ -123,23 +125,94 @@ def top_k(probs: np.ndarray, k: int) -> list[tuple[str, float]]:
     return [(FAMILIES[i], float(probs[i])) for i in order]
 
 
-def window_starts(num_samples: int, hop_seconds: float) -> list[int]:
-    """Start samples of the successive 4 s windows of a recording, every hop_seconds; only full windows
-    (as MediaPipe's AudioClassifier makes them), and one padded window for a recording shorter than 4 s."""
-    hop = round(hop_seconds * SAMPLE_RATE)
-    if hop < 1:
-        raise ValueError("--hop must be above 0 s")
-    return list(range(0, max(num_samples - NUM_SAMPLES, 0) + 1, hop))
-
-
-def predict_windows(clf: Classifier, wave: np.ndarray, hop_seconds: float,
+def predict_windows(clf: Classifier, rec: Recording, hop_seconds: float,
                     batch: int = 64) -> list[tuple[float, np.ndarray]]:
-    """(start in s, probabilities [11]) for each 4 s window of a 16 kHz recording."""
-    starts = window_starts(len(wave), hop_seconds)
+    """(start in s, probabilities [11]) for each 4 s window of a recording, streamed ``batch`` windows at a time."""
     out = []
-    for i in range(0, len(starts), batch):
-        chunk = starts[i : i + batch]
-        windows = np.stack([wave[s : s + NUM_SAMPLES] for s in chunk])
+    for starts, windows in recording_windows(rec, hop_seconds, batch):
         x = windows if clf.takes_waveform else log_mel(windows).numpy()
-        out += [(s / SAMPLE_RATE, p) for s, p in zip(chunk, clf.predict(x))]
+        out += [(s / SAMPLE_RATE, p) for s, p in zip(starts, clf.predict(x))]
     return out
+
+
+# --------------------------------------------------------------------------- many files (the predict command)
+
+BATCH = 64  # clips read and predicted together; --hop recordings go one at a time, windows streamed
+
+
+def wav_files(paths: list[str], recursive: bool) -> list[str]:
+    """The wav files named, and with ``recursive`` every .wav below the folders named, in sorted order."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            if not recursive:
+                raise ValueError(f"{path} is a folder: pass --recursive to classify every .wav below it")
+            for root, dirs, names in os.walk(path):
+                dirs.sort()
+                files += [os.path.join(root, n) for n in sorted(names) if n.lower().endswith(".wav")]
+        else:
+            files.append(path)
+    return files
+
+
+def guesses(probs: np.ndarray, k: int) -> list[dict]:
+    return [{"family": f, "probability": p} for f, p in top_k(probs, k)]
+
+
+NON_FINITE = "the model returned NaN or infinite probabilities"
+
+
+def classify_files(clf: Classifier, files: list[str], k: int = 3, hop: float | None = None,
+                   on_error=None) -> tuple[list[dict], list[dict]]:
+    """(one result per readable file, one error per unreadable file), in file order.
+
+    Without ``hop`` each file's first 4 s, BATCH files at a time; with ``hop`` every 4 s window of
+    each whole recording, one file at a time. ``on_error(AudioError | str)`` is told of each failure."""
+    results, failed = [], []
+
+    def fail(path: str, problem: str) -> None:
+        failed.append({"file": path, "error": problem})
+        if on_error:
+            on_error(f"{path}: {problem}")
+
+    if hop is not None:
+        for path in files:
+            try:
+                rec = open_recording(path)
+                windows = [{"start_s": round(t, 3), "top": guesses(p, k)} for t, p in predict_windows(clf, rec, hop)]
+            except AudioError as err:
+                fail(path, err.problem)
+                continue
+            results.append({"file": path, "windows": windows, "fixups": rec.fixups})
+        return results, failed
+    for start in range(0, len(files), BATCH):
+        clips = []
+        for path in files[start : start + BATCH]:
+            try:
+                clips.append(read_wav(path))
+            except AudioError as err:
+                fail(path, err.problem)
+        for clip, probs in zip(clips, predict_clips(clf, clips)):
+            if not np.isfinite(probs).all():
+                fail(clip.path, NON_FINITE)
+                continue
+            results.append({"file": clip.path, "top": guesses(probs, k), "fixups": clip.fixups})
+    return results, failed
+
+
+def csv_text(files: list[str], results: list[dict], failed: list[dict], k: int, hop: bool) -> str:
+    """One row per file (per window with --hop), in file order; an unreadable file's row says why."""
+    rows = {}
+    for r in results:
+        rows[r["file"]] = [[r["file"], *([w["start_s"]] if hop else []),
+                            *[c for t in w["top"] for c in (t["family"], f"{t['probability']:.4f}")], ""]
+                           for w in r.get("windows", [r])]
+    for f in failed:
+        rows[f["file"]] = [[f["file"], *([""] if hop else []), *[""] * (2 * k), f["error"]]]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["file", *(["start_s"] if hop else []),
+                     *[c for i in range(1, k + 1) for c in (f"family_{i}", f"probability_{i}")], "error"])
+    for path in files:
+        writer.writerows(rows.get(path, []))
+    return buf.getvalue()

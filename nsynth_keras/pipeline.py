@@ -13,10 +13,12 @@ from nsynth_keras.data import SHUFFLE_BUFFER, DataSpec, SplitData, make_dataset
 from nsynth_keras.features import FRONTEND, log_mel
 
 
-def cache_key(spec: DataSpec, split: str, shard: tuple[int, int] | None = None, part: str = "all") -> str:
-    """Changes whenever the frontend or the notes selected change, so a stale cache is never read."""
-    text = json.dumps({"frontend": FRONTEND, "data": spec.to_json(), "split": split, "shard": shard, "part": part},
-                      sort_keys=True)
+def cache_key(spec: DataSpec, split: str, shard: tuple[int, int] | None = None, part: str = "all",
+              seed: int = 0) -> str:
+    """Changes whenever the frontend or the notes selected change, so a stale cache is never read.
+    The seed chooses the --max-examples and --extra-ratio samples, so it is part of the key."""
+    text = json.dumps({"frontend": FRONTEND, "data": spec.to_json(), "split": split, "shard": shard, "part": part,
+                       "seed": seed}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -62,7 +64,7 @@ def split_features(
 ) -> tuple[tf.data.Dataset, SplitData]:
     """make_dataset + feature_dataset for one split; file cache under cache_dir if given."""
     data = make_dataset(spec, split, shuffle=training, seed=seed, shard=shard, part=part)
-    key = cache_key(spec, split, shard, part)
+    key = cache_key(spec, split, shard, part, seed)
     cache = os.path.join(cache_dir, f"{split}-{key}", "features") if cache_dir else "memory"
     return feature_dataset(data.dataset, batch_size, training=training, seed=seed, cache=cache), data
 

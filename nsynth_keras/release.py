@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from nsynth_keras.audio import read_wav
-from nsynth_keras.config import SPLITS
+from nsynth_keras.config import FAMILIES, SOURCES, SPLITS
 from nsynth_keras.data import DataError, Filters, read_examples, split_dir
 from nsynth_keras.runs import atomic_path, read_json, write_json
 
@@ -67,10 +67,15 @@ def note_example(meta: dict, audio: np.ndarray) -> tf.train.Example:
     return tf.train.Example(features=tf.train.Features(feature={k: _feature(v) for k, v in features.items()}))
 
 
+def release_source(data_dir: str, max_examples: int | None, seed: int) -> dict:
+    """What a release (and the TFDS folder prepared from it) was made from."""
+    return {"data_dir": os.path.realpath(data_dir), "max_examples": max_examples, "seed": seed}
+
+
 def write_release(data_dir: str, out: str, max_examples: int | None = None, seed: int = 0, log=print) -> dict:
     """Write the release files for every split of a json/wav folder into `out`; reuse them if they were
     written from the same folder and selection. Returns {name: path} of the files the builder downloads."""
-    record = {"data_dir": os.path.abspath(data_dir), "max_examples": max_examples, "seed": seed}
+    record = release_source(data_dir, max_examples, seed)
     files = {f"nsynth-{s}.tfrecord.tar": os.path.join(out, f"nsynth-{s}.tfrecord.tar") for s in SPLITS}
     files["nsynth-instrument_labels.txt"] = os.path.join(out, "nsynth-instrument_labels.txt")
     record_path = os.path.join(out, RELEASE_RECORD)
@@ -85,9 +90,9 @@ def write_release(data_dir: str, out: str, max_examples: int | None = None, seed
         with open(os.path.join(split_dir(data_dir, split), "examples.json"), encoding="utf-8") as f:
             metadata = json.load(f)
         with tf.io.TFRecordWriter(os.path.join(out, f"nsynth-{split}.tfrecord")) as writer:
-            for i, (path, note) in enumerate(zip(table.path, table.note), start=1):
+            for i, path in enumerate(table.path, start=1):
                 key = os.path.basename(path)[: -len(".wav")]
-                meta = dict(metadata[key], note_str=note)
+                meta = release_fields(metadata[key], table, i - 1)
                 writer.write(note_example(meta, read_wav(path).waveform).SerializeToString())
                 instruments.add(meta["instrument_str"])
                 if i % 500 == 0:
@@ -108,6 +113,15 @@ def write_release(data_dir: str, out: str, max_examples: int | None = None, seed
         f.write("\n".join(names) + "\n")
     write_json(record_path, {"source": record, "notes": counts, "instruments": len(instruments)})
     return files
+
+
+def release_fields(meta: dict, table, i: int) -> dict:
+    """A note's metadata with the fields the release needs filled from what read_examples checked
+    (train accepts entries without the *_str names; the release spells every one)."""
+    family, source = table.family[i], table.source[i]
+    return {**meta, "note_str": table.note[i], "instrument_str": table.instrument[i], "pitch": table.pitch[i],
+            "velocity": table.velocity[i], "instrument_family": family, "instrument_family_str": FAMILIES[family],
+            "instrument_source": source, "instrument_source_str": SOURCES[source]}
 
 
 @contextlib.contextmanager
@@ -137,10 +151,20 @@ def prepare_tfds(data_dir: str, tfds_dir: str, config: str = "full", max_example
         raise DataError(f"--tfds-config {config}: only 'full' can be prepared from json/wav notes (the "
                         "gansynth_subset splits come from a file of the official release)")
     builder = tfds.builder(f"nsynth/{config}", data_dir=tfds_dir)
+    release = os.path.join(tfds_dir, "nsynth-release")
+    source = release_source(data_dir, max_examples, seed)
     if builder.is_prepared():
-        log(f"{builder.data_dir} is already prepared")
+        record = os.path.join(release, RELEASE_RECORD)
+        made_from = read_json(record).get("source") if os.path.isfile(record) else None
+        if made_from != source:
+            raise DataError(f"{tfds_dir} is already prepared from other notes ("
+                            + (f"{made_from['data_dir']}, max_examples {made_from['max_examples']}, seed "
+                               f"{made_from['seed']}" if made_from else f"no {RELEASE_RECORD}: not by prepare")
+                            + f"; now {source['data_dir']}, max_examples {max_examples}, seed {seed}): "
+                            "choose another --tfds-dir")
+        log(f"{builder.data_dir} is already prepared from the same notes")
         return builder
-    files = write_release(data_dir, os.path.join(tfds_dir, "nsynth-release"), max_examples, seed, log)
+    files = write_release(data_dir, release, max_examples, seed, log)
     options = beam.options.pipeline_options.PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=1"])
     logging.getLogger("apache_beam").setLevel(logging.ERROR)  # its DirectRunner warnings are not for users
     log(f"Running the TFDS nsynth/{config} builder (Apache Beam DirectRunner) into {tfds_dir}")

@@ -12,6 +12,15 @@ come with Debian (apt-get install fluid-soundfont-gm: /usr/share/sounds/sf2/Flui
 musescore-general-soundfont: /usr/share/sounds/sf3/MuseScore_General.sf3).
 Rendering again into the same --out with the same settings resumes (finished notes are kept);
 with other settings it is refused. The output is deterministic for a --seed.
+With --synth N it renders N procedural synthesizer presets per family instead (nsynth_keras/synth.py:
+detuned-saw and square leads, acid and FM basses, FM electric pianos, drawbar organs, string ensembles,
+Karplus-Strong plucks, modal and FM bells, formant voices, ...), all with instrument_source synthetic:
+
+    python -m nsynth_keras.render --out ~/nsynth-rendered/synth --synth 24
+    python -m nsynth_keras.render --out ~/nsynth-rendered/synth-heldout --synth 4 --seed 1 --split valid
+
+Each seed makes other presets (their names carry the seed). --source synthetic marks every note of a
+SoundFont synthetic (e.g. the OPL-3 FM SoundFont, whose General MIDI names say acoustic/electronic).
 Rendered notes are data, not NSynth: keep them out of git.
 """
 
@@ -21,6 +30,7 @@ import argparse
 import sys
 
 from nsynth_keras.cli import make_parser, run_command
+from nsynth_keras.config import FAMILIES, SOURCES
 from nsynth_keras.rendering import DEFAULT_PROGRAM_MAP, RenderConfig, render
 
 
@@ -39,13 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only these General MIDI programs (default: every program in the map)")
     p.add_argument("--program-map", default=None,
                    help=f"CSV program,family,source,pitch_min,pitch_max (default: {DEFAULT_PROGRAM_MAP})")
-    p.add_argument("--seed", type=int, default=0, help="seed for each instrument's pitch offset (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for each instrument's pitch offset and the --synth presets (default: 0)")
+    p.add_argument("--source", choices=SOURCES, default=None,
+                   help="instrument source of every note (default: the program map's, per program)")
+    p.add_argument("--synth", type=int, default=0, metavar="N",
+                   help="render N synthesizer presets per family instead of SoundFonts (default: 0, off)")
+    p.add_argument("--families", nargs="+", choices=FAMILIES, default=None,
+                   help="with --synth: only these families (default: all 11)")
     return p
 
 
 def run(args: argparse.Namespace) -> None:
     config = RenderConfig(args.out, tuple(args.soundfont), args.split, args.pitch_step, tuple(args.velocities),
-                          tuple(args.programs) if args.programs else None, args.program_map, args.seed)
+                          tuple(args.programs) if args.programs else None, args.program_map, args.seed,
+                          args.source, args.synth, tuple(args.families) if args.families else None)
     summary = render(config)
     print(summary.table())
     print(f"{summary.written} notes written, {summary.reused} kept from an earlier run, {summary.dropped_silent} "

@@ -1,4 +1,5 @@
-"""Render NSynth-format notes from sample-based SoundFonts, the way NSynth itself was made:
+"""Render NSynth-format notes from sample-based SoundFonts (or the procedural synthesizer in synth.py),
+the way NSynth itself was made:
 each instrument plays each pitch of its range for 3 s, then releases for 1 s (4 s at 16 kHz),
 at several velocities. The result is the official json/wav layout, so every command reads it.
 
@@ -23,6 +24,7 @@ import numpy as np
 import soundfile as sf
 import tinysoundfont
 
+from nsynth_keras import synth
 from nsynth_keras.config import FAMILIES, NUM_SAMPLES, SAMPLE_RATE, SOURCES, SPLITS
 from nsynth_keras.data import DataError, split_dir
 from nsynth_keras.runs import read_json, write_bytes, write_json
@@ -61,7 +63,7 @@ def load_program_map(path: str | None = None) -> dict[int, ProgramFamily]:
     Every problem is an error naming the file and the line."""
     path = path or DEFAULT_PROGRAM_MAP
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a map saved by Excel starts with a BOM
             lines = f.read().splitlines()
     except OSError as err:
         raise DataError(f"program map {path}: cannot read ({err.strerror})") from None
@@ -105,6 +107,9 @@ class RenderConfig:
     programs: tuple[int, ...] | None = None  # a subset of the map's programs
     program_map: str | None = None
     seed: int = 0
+    source: str | None = None  # mark every note of these SoundFonts with this source (e.g. synthetic for FM)
+    synth: int = 0  # instead of SoundFonts: this many procedural synthesizer presets per family (synth.py)
+    families: tuple[str, ...] | None = None  # --synth: only these families
 
     def validate(self) -> None:
         if self.split not in SPLITS:
@@ -113,9 +118,29 @@ class RenderConfig:
             raise DataError("--pitch-step must be at least 1")
         if not self.velocities or not all(1 <= v <= 127 for v in self.velocities):
             raise DataError("--velocities must be MIDI velocities 1..127")
+        if len(set(self.velocities)) != len(self.velocities):
+            raise DataError(f"--velocities {' '.join(map(str, self.velocities))} lists a velocity twice")
+        if self.programs is not None:
+            bad = [p for p in self.programs if not 0 <= p <= 127]
+            if bad:
+                raise DataError(f"--programs {' '.join(map(str, bad))}: General MIDI programs are 0..127")
+            if len(set(self.programs)) != len(self.programs):
+                raise DataError("--programs lists a program twice")
         for path in self.soundfonts:
             if not os.path.isfile(path):
                 raise DataError(f"SoundFont {path}: file not found")
+        if self.source is not None and self.source not in SOURCES:
+            raise DataError(f"--source {self.source!r}: choose one of {', '.join(SOURCES)}")
+        if self.synth < 0:
+            raise DataError("--synth must be 0 or more presets per family")
+        if self.synth and (self.soundfonts or self.programs is not None or self.source not in (None, "synthetic")):
+            raise DataError("--synth renders synthesizer presets, not SoundFonts: drop --soundfont, --programs "
+                            "and --source")
+        unknown = set(self.families or ()) - set(FAMILIES)
+        if unknown:
+            raise DataError(f"--families {' '.join(sorted(unknown))}: choose from {', '.join(FAMILIES)}")
+        if self.families is not None and not self.synth:
+            raise DataError("--families goes with --synth")
 
 
 @dataclass(frozen=True)
@@ -146,8 +171,32 @@ def load_soundfont(synth: tinysoundfont.Synth, path: str) -> int:
         raise DataError(f"SoundFont {path}: cannot load it ({err}); is it a .sf2/.sf3 file?") from None
 
 
+SYNTH = "synth"  # PlannedNote.soundfont of a synthesizer preset's note
+
+
+def pitch_offset(config: RenderConfig, *parts) -> int:
+    """A seeded offset per instrument, so pitch-step sampling covers every pitch over instruments."""
+    digest = hashlib.sha256("/".join(map(str, (config.seed, *parts))).encode()).digest()
+    return int.from_bytes(digest[:4], "little") % config.pitch_step
+
+
+def plan_synth(config: RenderConfig) -> list[PlannedNote]:
+    """config.synth presets of each family, each over its family's pitch range."""
+    notes = []
+    for family in config.families or FAMILIES:
+        for index in range(config.synth):
+            preset = synth.make_preset(family, index, config.seed)
+            low, high = preset.pitch_range
+            for pitch in range(low + pitch_offset(config, SYNTH, family, index), high + 1, config.pitch_step):
+                for velocity in config.velocities:
+                    notes.append(PlannedNote(SYNTH, index, preset.name, family, "synthetic", pitch, velocity))
+    return notes
+
+
 def plan(config: RenderConfig, mapping: dict[int, ProgramFamily]) -> tuple[list[PlannedNote], list[str]]:
     """Every note to render, and the programs skipped because a SoundFont lacks them."""
+    if config.synth:
+        return plan_synth(config), []
     notes, missing = [], []
     slugs = [soundfont_slug(p) for p in config.soundfonts]
     if len(set(slugs)) != len(slugs):
@@ -161,33 +210,36 @@ def plan(config: RenderConfig, mapping: dict[int, ProgramFamily]) -> tuple[list[
                 missing.append(f"{slug} program {program}")
                 continue
             m = mapping[program]
-            instrument = f"{m.family}_{m.source}_{slug}{program:03d}"
-            digest = hashlib.sha256(f"{config.seed}/{slug}/{program}".encode()).digest()
-            offset = int.from_bytes(digest[:4], "little") % config.pitch_step
-            for pitch in range(m.pitch_min + offset, m.pitch_max + 1, config.pitch_step):
+            source = config.source or m.source
+            instrument = f"{m.family}_{source}_{slug}{program:03d}"
+            for pitch in range(m.pitch_min + pitch_offset(config, slug, program), m.pitch_max + 1, config.pitch_step):
                 for velocity in config.velocities:
-                    notes.append(PlannedNote(path, program, instrument, m.family, m.source, pitch, velocity))
+                    notes.append(PlannedNote(path, program, instrument, m.family, source, pitch, velocity))
     return notes, missing
 
 
 class Renderer:
     """One tinysoundfont synth per SoundFont; render_note gives a 4 s mono float32 note."""
 
-    def __init__(self):
+    def __init__(self, seed: int = 0):
         self.synths: dict[str, tuple[tinysoundfont.Synth, int]] = {}
+        self.seed = seed
 
     def render_note(self, note: PlannedNote) -> np.ndarray:
+        if note.soundfont == SYNTH:
+            return synth.render_note(synth.make_preset(note.family, note.program, self.seed), note.pitch,
+                                     note.velocity)
         if note.soundfont not in self.synths:
-            synth = tinysoundfont.Synth(samplerate=SAMPLE_RATE)
-            self.synths[note.soundfont] = (synth, load_soundfont(synth, note.soundfont))
-        synth, sfid = self.synths[note.soundfont]
-        synth.program_select(0, sfid, 0, note.program)
-        synth.noteon(0, note.pitch, note.velocity)
-        held = np.frombuffer(synth.generate(HOLD_SECONDS * SAMPLE_RATE), np.float32)
-        synth.noteoff(0, note.pitch)
-        released = np.frombuffer(synth.generate(NUM_SAMPLES - HOLD_SECONDS * SAMPLE_RATE), np.float32)
-        synth.sounds_off(0)
-        synth.generate(SAMPLE_RATE // 10)  # let the voice end, so the next note starts clean
+            player = tinysoundfont.Synth(samplerate=SAMPLE_RATE)
+            self.synths[note.soundfont] = (player, load_soundfont(player, note.soundfont))
+        player, sfid = self.synths[note.soundfont]
+        player.program_select(0, sfid, 0, note.program)
+        player.noteon(0, note.pitch, note.velocity)
+        held = np.frombuffer(player.generate(HOLD_SECONDS * SAMPLE_RATE), np.float32)
+        player.noteoff(0, note.pitch)
+        released = np.frombuffer(player.generate(NUM_SAMPLES - HOLD_SECONDS * SAMPLE_RATE), np.float32)
+        player.sounds_off(0)
+        player.generate(SAMPLE_RATE // 10)  # let the voice end, so the next note starts clean
         stereo = np.concatenate([held, released]).reshape(-1, 2)
         return stereo.mean(axis=1).astype(np.float32)
 
@@ -216,6 +268,9 @@ def record_of(config: RenderConfig, mapping: dict[int, ProgramFamily]) -> dict:
     settings.pop("out")
     settings["soundfonts"] = [{"name": os.path.basename(p), "bytes": os.path.getsize(p)} for p in config.soundfonts]
     settings["program_map"] = [dataclasses.asdict(m) for m in mapping.values()]
+    if config.synth:
+        settings["synth_presets"] = [synth.make_preset(f, i, config.seed).name for f in config.families or FAMILIES
+                                     for i in range(config.synth)]
     return json.loads(json.dumps(settings))  # as it reads back from render.json (tuples become lists)
 
 
@@ -255,10 +310,10 @@ class RenderSummary:
 def render(config: RenderConfig, log=print, show_progress: bool = True) -> RenderSummary:
     """Render every planned note into <out>/nsynth-<split>/ (resuming a render with the same settings;
     refusing a folder rendered otherwise or not rendered at all)."""
-    if not config.soundfonts:
+    if not config.soundfonts and not config.synth:
         config = dataclasses.replace(config, soundfonts=(default_soundfont(),))
     config.validate()
-    mapping = load_program_map(config.program_map)
+    mapping = {} if config.synth else load_program_map(config.program_map)
     folder = split_dir(config.out, config.split)
     audio = os.path.join(folder, "audio")
     record_path, examples_path = os.path.join(folder, RENDER_RECORD), os.path.join(folder, "examples.json")
@@ -271,16 +326,22 @@ def render(config: RenderConfig, log=print, show_progress: bool = True) -> Rende
             raise DataError(f"{folder} was rendered with other settings ({record_path}): refusing to mix two "
                             "renders; choose another --out or remove that folder")
         log(f"Resuming the render in {folder} (same settings): existing notes are kept")
-    os.makedirs(audio, exist_ok=True)
-    write_json(record_path, record)
-
+    if config.programs is not None:
+        unmapped = sorted(set(config.programs) - set(mapping))
+        if unmapped:
+            raise DataError(f"--programs {' '.join(map(str, unmapped))}: not in the program map "
+                            f"{config.program_map or DEFAULT_PROGRAM_MAP} (no family for them)")
     notes, missing = plan(config, mapping)
     if not notes:
-        raise DataError("nothing to render: no program of the map is in the SoundFont(s) "
-                        f"({len(missing)} missing)")
-    log(f"Rendering {len(notes)} notes of {len({n.instrument for n in notes})} instruments from "
-        f"{len(config.soundfonts)} SoundFont(s) into {folder}")
-    renderer, examples = Renderer(), {}
+        raise DataError(f"nothing to render: none of the {len(missing)} requested programs is in the SoundFont(s) "
+                        f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+    # Written only now that the settings are known to work: a failed start leaves no record behind.
+    os.makedirs(audio, exist_ok=True)
+    write_json(record_path, record)
+    origin = (f"{config.synth} synthesizer presets per family" if config.synth
+              else f"{len(config.soundfonts)} SoundFont(s)")
+    log(f"Rendering {len(notes)} notes of {len({n.instrument for n in notes})} instruments from {origin} into {folder}")
+    renderer, examples = Renderer(config.seed), {}
     instrument_ids: dict[str, int] = {}
     written = reused = silent = scaled = 0
     t0 = time.time()

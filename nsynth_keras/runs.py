@@ -162,6 +162,57 @@ def remove(path: str) -> None:
         os.remove(path)
 
 
+MIN_FREE_BYTES = 256 * 2**20  # checkpoints, logs and the exports of one run fit well inside this
+
+
+def check_free_space(folder: str, needed: int = MIN_FREE_BYTES) -> None:
+    """Refuse to start work that writes into folder when its disk is (nearly) full: TF and h5py fail
+    late, and sometimes with a crash, when a write hits a full disk."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise RunError(f"{folder}: only {free / 2**20:.0f} MiB free on its disk; at least {needed / 2**20:.0f} MiB "
+                       "are needed: free some space and rerun (a killed run resumes)")
+
+
+@contextlib.contextmanager
+def pid_lock(path: str, holder: str) -> Iterator[None]:
+    """One process at a time: a lock file holding our pid; one left by a dead process is taken over.
+    ``holder`` says in the error what holds it (e.g. "another train of run 'x'")."""
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    pid = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise RunError(f"{holder} is running (pid {pid}, lock {path}); wait for it to finish") from None
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)  # stale: its process is gone
+    else:
+        raise RunError(f"cannot take the lock {path}")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def package_versions() -> dict:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -172,13 +223,25 @@ def package_versions() -> dict:
     return versions
 
 
-@contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yield a temporary sibling of ``path`` to write (a file or a folder); rename it into place on success.
+def check_output_file(path: str, what: str = "output") -> bool:
+    """An output path names a file the command creates or replaces, never a folder.
+    Return True if a file is already there (the caller says it replaces it)."""
+    if os.path.isdir(path):
+        raise RunError(f"{what} {path} is a folder: name a file to write (nothing was written or removed)")
+    return os.path.lexists(path)
 
+
+@contextlib.contextmanager
+def atomic_path(path: str, folder: bool = False) -> Iterator[str]:
+    """Yield a temporary sibling of ``path`` to write; rename it into place on success.
+
+    A file output (the default) never replaces a folder: an existing folder at ``path`` is refused
+    before anything is written. A folder output (``folder=True``) swaps an existing folder out.
     On error the temporary is removed and an existing ``path`` is left as it was.
     """
     path = os.path.normpath(path)
+    if not folder:
+        check_output_file(path)
     parent = os.path.dirname(path) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
@@ -191,8 +254,11 @@ def atomic_path(path: str) -> Iterator[str]:
 
 
 def replace(src: str, dst: str) -> None:
-    """Move src to dst; an existing folder at dst is swapped out first and then removed."""
+    """Move src to dst; an existing folder at dst is swapped out first and then removed, but only
+    by a folder: a file never replaces a folder."""
     if os.path.isdir(dst) and not os.path.islink(dst):
+        if not os.path.isdir(src):
+            raise RunError(f"{dst} is a folder: refusing to replace it with a file")
         old = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.", suffix=".tmp.old",
                                dir=os.path.dirname(os.path.abspath(dst)))
         os.rename(dst, os.path.join(old, "x"))

@@ -13,7 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nsynth_keras.cli import add_data_args, add_extra_train_args, make_parser, run_command, spec_from_args
+from nsynth_keras.cli import (
+    add_data_args,
+    add_extra_train_args,
+    finite_float,
+    make_parser,
+    run_command,
+    spec_from_args,
+)
 from nsynth_keras.config import DEFAULT_RUNS_DIR
 from nsynth_keras.features import AUGMENTATIONS
 from nsynth_keras.model import HOMEWORK
@@ -33,17 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--padding", choices=("same", "valid"), default="same",
                    help="conv padding (cnn; default: %(default)s)")
     m.add_argument("--strides", type=int, choices=(1, 2), default=1, help="conv strides (cnn; default: %(default)s)")
-    m.add_argument("--dropout", type=float, default=0.0,
+    m.add_argument("--dropout", type=finite_float, default=0.0,
                    help="Dropout rate after each block (cnn; default: %(default)s)")
     m.add_argument("--dense-units", type=int, default=0,
                    help="hidden Dense width before the classifier, 0: none (cnn; default: %(default)s)")
     m.add_argument("--batch-norm", action="store_true", help="batch normalisation after each conv (cnn)")
     m.add_argument("--global-pool", action="store_true", help="global average pooling instead of Flatten (cnn)")
-    m.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay (cnn; default: %(default)s)")
+    m.add_argument("--weight-decay", type=finite_float, default=0.0, help="L2 weight decay (cnn; default: %(default)s)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=20, help="epochs (default: %(default)s)")
     t.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
-    t.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    t.add_argument("--learning-rate", type=finite_float, default=1e-3, help="Adam learning rate (default: %(default)s)")
     t.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                    help="learning-rate schedule over the epochs (default: %(default)s)")
     t.add_argument("--augment", nargs="+", default=[], choices=AUGMENTATIONS, metavar="AUG",
@@ -51,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pretrain-epochs", type=int, default=0, metavar="N",
                    help="first train N epochs on the --extra-train notes alone, then fine-tune --epochs on the "
                         "real ones (default: 0, mix them instead)")
-    t.add_argument("--label-smoothing", type=float, default=0.0,
+    t.add_argument("--finetune-extra", type=finite_float, default=0.0, metavar="R",
+                   help="with --pretrain-epochs: keep R extra notes per real note in the fine-tuning batches, so "
+                        "families only the extra notes have (synth_lead) are not forgotten (default: 0)")
+    t.add_argument("--label-smoothing", type=finite_float, default=0.0,
                    help="label smoothing for the cross-entropy (default: %(default)s)")
     t.add_argument("--class-weight", action="store_true",
                    help="weight the loss by inverse family frequency (balanced)")

@@ -28,9 +28,11 @@ from nsynth_keras.runs import (
     DivergedError,
     RunError,
     RunFolder,
+    check_free_space,
     check_out_dir,
     check_run_name,
     package_versions,
+    pid_lock,
     read_history,
     read_json,
     remove,
@@ -60,6 +62,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     epochs: int = 20
     pretrain_epochs: int = 0  # first train on the extra notes alone, then fine-tune on the real ones
+    finetune_extra: float = 0.0  # with pretraining: extra notes per real note kept in the fine-tuning batches
     batch_size: int = 32
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"
@@ -95,6 +98,8 @@ class TrainConfig:
             (self.model in ("baseline", "cnn"), f"--model {self.model!r}: choose baseline or cnn"),
             (self.epochs >= 1, "--epochs must be at least 1"),
             (self.pretrain_epochs >= 0, "--pretrain-epochs must be 0 or more"),
+            (math.isfinite(self.finetune_extra) and self.finetune_extra >= 0, "--finetune-extra must be 0 or more"),
+            (not self.finetune_extra or self.pretrain_epochs, "--finetune-extra goes with --pretrain-epochs"),
             (not (self.pretrain_epochs and self.strategy == "multiworker"),
              "--pretrain-epochs does not run with --strategy multiworker"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
@@ -335,34 +340,49 @@ def prepare_run_folder(config: TrainConfig, spec: DataSpec, worker: int = 0) -> 
 @dataclass
 class TrainData:
     train: tf.data.Dataset  # batched (log-mel, family)
-    valid: tf.data.Dataset
+    valid: tf.data.Dataset  # the real valid notes
     test: tf.data.Dataset
     counts: dict[str, int | None]
     skipped: dict[str, list[str]]
     families: list[int] | None  # every training note's family, where known
     train_parts: dict[str, int]  # training notes from each folder (the data dir, extra folders)
     pretrain: tf.data.Dataset | None = None  # the extra notes alone, for --pretrain-epochs
+    overlap_dropped: list[str] = dataclasses.field(default_factory=list)  # extra notes overlapping valid/test
+    selection: tf.data.Dataset | None = None  # real valid + --select-extra notes: chooses the best epoch
+    heldout: tf.data.Dataset | None = None  # the --select-extra notes alone (rendered, not NSynth)
 
 
 def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
                shard: tuple[int, int] | None = None) -> TrainData:
     if config.pretrain_epochs and not spec.extra_train:
         raise RunError("--pretrain-epochs needs --extra-train folders to pretrain on")
-    # Pretraining keeps the extra notes apart; otherwise they are mixed into the training notes.
-    part = "real" if config.pretrain_epochs else "all"
-    train_ds, train_data = split_features(spec, "train", global_batch, training=True, seed=config.seed,
+    # Pretraining keeps the extra notes apart (fine-tuning keeps --finetune-extra of them per real note);
+    # otherwise they are mixed into the training notes.
+    train_spec, part = spec, "all"
+    if config.pretrain_epochs:
+        part = "all" if config.finetune_extra else "real"
+        train_spec = dataclasses.replace(spec, extra_ratio=config.finetune_extra or None, extra_balance=False)
+    train_ds, train_data = split_features(train_spec, "train", global_batch, training=True, seed=config.seed,
                                           cache_dir=config.cache_dir, shard=shard, part=part)
-    valid_ds, valid_data = split_features(spec, "valid", global_batch, cache_dir=config.cache_dir)
+    valid_ds, valid_data = split_features(spec, "valid", global_batch, cache_dir=config.cache_dir, part="real")
     test_ds, test_data = split_features(spec, "test", config.batch_size, cache_dir=config.cache_dir)
     splits = {"train": train_data, "valid": valid_data, "test": test_data}
     parts = dict(train_data.parts)
-    pretrain = None
+    pretrain, dropped = None, list(train_data.overlap_dropped)
     if config.pretrain_epochs:
         pretrain, extra = split_features(spec, "train", global_batch, training=True, seed=config.seed,
                                          cache_dir=config.cache_dir, shard=shard, part="extra")
         parts.update({f"{folder} (pretraining)": n for folder, n in extra.parts.items()})
+        dropped += extra.overlap_dropped
+        splits["pretrain"] = extra
+    selection = heldout = None
+    if spec.select_extra:
+        selection, splits["selection"] = split_features(spec, "valid", global_batch, cache_dir=config.cache_dir)
+        heldout, splits["heldout"] = split_features(spec, "valid", global_batch, cache_dir=config.cache_dir,
+                                                    part="extra")
     return TrainData(train_ds, valid_ds, test_ds, {s: d.num_examples for s, d in splits.items()},
-                     {s: d.skipped for s, d in splits.items()}, train_data.families, parts, pretrain)
+                     {s: d.skipped for s, d in splits.items()}, train_data.families, parts, pretrain, dropped,
+                     selection, heldout)
 
 
 def default_verbosity() -> int | str:
@@ -381,7 +401,8 @@ def fit(config: TrainConfig, data: TrainData, paths: RunPaths, strategy: tf.dist
         model = build_cnn(**config.model_kwargs())
         compile_model(model, lr, config.label_smoothing)
     class_weight = balanced_class_weight(data.families) if config.class_weight else None
-    fit_ds, fit_valid = data.train.map(one_hot), data.valid.map(one_hot)
+    fit_ds = data.train.map(one_hot)
+    fit_valid = (data.valid if data.selection is None else data.selection).map(one_hot)  # chooses the best epoch
     if config.augment:
         fit_ds = fit_ds.map(make_augment(config.augment), num_parallel_calls=tf.data.AUTOTUNE)
     run = paths.partial
@@ -426,7 +447,10 @@ def finish(config: TrainConfig, spec: DataSpec, paths: RunPaths, model: keras.Mo
     model = float32_copy(model, kwargs)
     compile_model(model, config.learning_rate)
     scores = {}
-    for split, ds in (("train", data.train), ("valid", data.valid), ("test", data.test)):
+    scored = [("train", data.train), ("valid", data.valid), ("test", data.test)]
+    if data.heldout is not None:
+        scored.append(("heldout_rendered", data.heldout))  # rendered instruments held out of training: not NSynth
+    for split, ds in scored:
         result = model.evaluate(ds.map(one_hot), verbose=0, return_dict=True)
         scores[split] = {k: float(v) for k, v in result.items()}
     run = paths.partial
@@ -449,6 +473,7 @@ def finish(config: TrainConfig, spec: DataSpec, paths: RunPaths, model: keras.Mo
         "families": list(FAMILIES),
         "notes": data.counts,
         "train_notes_by_folder": data.train_parts,
+        "extra_notes_dropped_as_overlap": {"count": len(data.overlap_dropped), "notes": data.overlap_dropped},
         "scores": scores,
         "bad_notes_skipped": {"count": sum(map(len, data.skipped.values())), "notes": data.skipped},
         "train_seconds": round(train_seconds, 1),
@@ -482,6 +507,18 @@ def _train(config: TrainConfig, spec: DataSpec, log, verbose) -> str | None:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
+    name = check_run_name(config.run_name or f"{config.model}-{datetime.now():%Y%m%d-%H%M%S}")
+    config = dataclasses.replace(config, run_name=name)
+    check_out_dir(config.out)
+    check_free_space(config.out)
+    # One writer per run name: everything below (clearing, resuming, renaming) happens under the lock.
+    with pid_lock(os.path.join(config.out, f".{name}.lock" + (f".worker{worker}" if worker else "")),
+                  f"another train of run {name!r} in {config.out}"):
+        return _train_locked(config, spec, log, verbose, strategy, num_workers, worker)
+
+
+def _train_locked(config: TrainConfig, spec: DataSpec, log, verbose, strategy: tf.distribute.Strategy,
+                  num_workers: int, worker: int) -> str | None:
     paths = prepare_run_folder(config, spec, worker)
     try:
         policy, why = resolve_precision(config.mixed_precision)

@@ -3,13 +3,11 @@ dense width, learning rate); the trial table; retraining the best configuration 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import keras
@@ -20,7 +18,7 @@ from nsynth_keras.data import DataError, DataSpec
 from nsynth_keras.model import build_cnn, feature_map_sizes
 from nsynth_keras.pipeline import split_features
 from nsynth_keras.plots import plot_tuning
-from nsynth_keras.runs import atomic_path, read_json, remove, write_json
+from nsynth_keras.runs import atomic_path, pid_lock, read_json, remove, write_json
 from nsynth_keras.training import TrainConfig, compile_model, one_hot
 
 SPACE = {
@@ -123,42 +121,20 @@ def tuner_id() -> str:
     return os.environ.get("KERASTUNER_TUNER_ID", "chief")
 
 
-@contextlib.contextmanager
-def project_lock(project: str) -> Iterator[None]:
+def project_lock(project: str):
     """One process per project and tuner id; a lock left by a dead process is taken over."""
-    path = os.path.join(project, f".lock-{tuner_id()}")
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                pid = int(open(path).read().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid):
-                raise DataError(f"{project} is in use by another tune process (pid {pid}, tuner id {tuner_id()}); "
-                                "wait for it to finish, or use another --project") from None
-            os.remove(path)  # stale: its process is gone
-    else:
-        raise DataError(f"{project}: cannot take the lock {path}")
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(path)
+    return pid_lock(os.path.join(project, lock_name()), f"another tune process on {project} (tuner id {tuner_id()})")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def lock_name() -> str:
+    return f".lock-{tuner_id()}"
+
+
+def clear_project(project: str) -> None:
+    """Everything in a tuning project but the lock files (other tuner ids' locks stay too)."""
+    for name in os.listdir(project):
+        if not name.startswith(".lock-"):
+            remove(os.path.join(project, name))
 
 
 def is_project(project: str) -> bool:
@@ -174,14 +150,15 @@ def search(config: SearchConfig, spec: DataSpec, log=print, verbose: int | None 
     if others and not is_project(project) and tuner_id() == "chief":
         raise DataError(f"--project {project} is a folder with other files in it, not a tuning project: "
                         "choose another --project")
-    if is_project(project):
-        if config.overwrite and tuner_id() == "chief":
-            remove(project)  # a tuning project this command wrote: start over
-        elif not config.overwrite:
-            log(f"Resuming the search in {project} (--overwrite starts over)")
     os.makedirs(project, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
+    # The lock comes first: --overwrite deletes only what a search it holds the lock for wrote.
     with project_lock(project):
+        if is_project(project):
+            if config.overwrite and tuner_id() == "chief":
+                clear_project(project)  # a tuning project this command wrote: start over
+            elif not config.overwrite:
+                log(f"Resuming the search in {project} (--overwrite starts over)")
         if tuner_id() == "chief":
             write_json(os.path.join(project, SEARCH_RECORD),
                        {"data": spec.to_json(), "search": dataclasses.asdict(config)})

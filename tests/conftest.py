@@ -46,3 +46,43 @@ def trained_run(data_dir, tmp_path_factory) -> str:
     # float32 whatever the CPU: the export thresholds below are checked on the same model everywhere.
     config = TrainConfig(epochs=3, out=str(out), run_name="smoke", seed=1, mixed_precision="off")
     return train(config, DataSpec(data_dir=data_dir, filters=Filters(max_examples=160)))
+
+
+def write_split(root, split: str, notes: list[dict], *, seconds: float = 4.0) -> dict[str, str]:
+    """Write a json/wav split (``root/nsynth-<split>/``) of sine notes; each note dict gives at least
+    ``instrument`` and ``family`` (a name) and may give ``pitch``, ``velocity``, ``source`` and ``wave``.
+    Returns {note_str: wav path}."""
+    import numpy as np
+    import soundfile as sf
+
+    from nsynth_keras.config import FAMILIES, SAMPLE_RATE, SOURCES
+
+    folder = os.path.join(str(root), f"nsynth-{split}")
+    os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
+    examples, paths = {}, {}
+    for i, n in enumerate(notes):
+        pitch, velocity, source = n.get("pitch", 60 + i % 12), n.get("velocity", 100), n.get("source", "acoustic")
+        key = f"{n['instrument']}-{pitch:03d}-{velocity:03d}"
+        wave = n.get("wave")
+        if wave is None:
+            t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+            wave = 0.5 * np.sin(2 * np.pi * 440 * 2 ** ((pitch - 69) / 12) * t) * np.exp(-t * (1 + i % 5))
+        paths[key] = os.path.join(folder, "audio", f"{key}.wav")
+        sf.write(paths[key], np.asarray(wave, np.float32), SAMPLE_RATE, subtype="PCM_16")
+        examples[key] = {"note_str": key, "instrument_str": n["instrument"], "pitch": pitch, "velocity": velocity,
+                         "instrument_family": FAMILIES.index(n["family"]), "instrument_family_str": n["family"],
+                         "instrument_source": SOURCES.index(source), "instrument_source_str": source}
+    with open(os.path.join(folder, "examples.json"), "w", encoding="utf-8") as f:
+        json.dump(examples, f)
+    return paths
+
+
+@pytest.fixture
+def tiny_nsynth(tmp_path) -> str:
+    """A json/wav folder of sine notes: 3 train, 2 valid and 2 test instruments, 2 notes each (no real data)."""
+    root = tmp_path / "tiny"
+    for split, instruments in (("train", ("bass_a", "organ_b", "flute_c")), ("valid", ("bass_d", "organ_e")),
+                               ("test", ("bass_f", "flute_g"))):
+        write_split(root, split, [{"instrument": name, "family": name.split("_")[0], "pitch": 48 + 7 * k + j}
+                                  for k, name in enumerate(instruments) for j in range(2)])
+    return str(root)

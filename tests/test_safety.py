@@ -17,7 +17,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nsynth_keras import evaluate, export, predict, tflite, tflite_check, train, tune
+from nsynth_keras import evaluate, export, inference, predict, tflite, tflite_check, train, tune
 from nsynth_keras.audio import AudioError, probe_wav, read_wav
 from nsynth_keras.config import NUM_SAMPLES
 from nsynth_keras.data import DataError, DataSpec, Filters, read_examples, table_dataset
@@ -282,7 +282,7 @@ def test_model_file_mistakes_get_clear_errors(trained_run, data_dir, tmp_path, r
 
 
 def test_predict_reads_files_in_batches_in_order(trained_run, real_wav, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(predict, "BATCH", 2)
+    monkeypatch.setattr(inference, "BATCH", 2)
     files = []
     for i in range(5):
         files.append(str(tmp_path / f"n{i}.wav"))
@@ -308,7 +308,7 @@ def test_tune_limits_are_validated_and_a_project_has_one_process(tmp_path, data_
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (project / ".lock-chief").write_text(str(sleeper.pid))
-        with pytest.raises(DataError, match=f"in use by another tune process \\(pid {sleeper.pid}"):
+        with pytest.raises(RunError, match=f"another tune process on .* is running \\(pid {sleeper.pid}"):
             with project_lock(str(project)):
                 pass
     finally:

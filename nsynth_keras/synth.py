@@ -1,0 +1,375 @@
+"""A procedural synthesizer of NSynth-style *synthetic* instruments, in numpy and scipy.
+
+NSynth's synthetic instruments are synthesizer presets (subtractive, FM, wavetable, physical models).
+Here a preset is a recipe (``KINDS``: detuned-saw lead, FM electric piano, drawbar organ, Karplus-Strong
+pluck, modal bell, formant voice, ...) plus parameters drawn from a seeded generator, so every seed gives
+new instruments and the same seed the same bytes. A note is played like NSynth: held 3 s, released over
+1 s, 16 kHz mono; velocity sets the brightness (filter cutoff, FM index, pluck hardness).
+
+    preset = make_preset("synth_lead", 3, seed=0)
+    wave = render_note(preset, pitch=64, velocity=100)   # float32 [64000]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.signal import fftconvolve, lfilter, lfilter_zi
+
+from nsynth_keras.config import FAMILIES, NUM_SAMPLES, SAMPLE_RATE
+
+SR = SAMPLE_RATE
+HOLD = 3 * SR  # samples held before the release, as NSynth
+T = np.arange(NUM_SAMPLES) / SR
+BLOCK = 256  # time-varying filters change their coefficients every BLOCK samples
+
+# family -> (preset kinds a synth player would recognise, MIDI pitch range)
+KINDS: dict[str, tuple[tuple[str, ...], tuple[int, int]]] = {
+    "bass": (("acid_bass", "sub_bass", "fm_bass", "pluck_bass"), (24, 60)),
+    "brass": (("saw_brass", "fm_brass"), (40, 84)),
+    "flute": (("breathy_flute", "pan_flute"), (55, 96)),
+    "guitar": (("pluck_guitar", "drive_guitar"), (40, 84)),
+    "keyboard": (("fm_epiano", "additive_piano", "clav"), (28, 96)),
+    "mallet": (("modal_bell", "fm_bell", "marimba"), (53, 108)),
+    "organ": (("drawbar_organ", "combo_organ"), (28, 96)),
+    "reed": (("pulse_reed", "square_reed"), (40, 90)),
+    "string": (("saw_ensemble", "pwm_pad"), (28, 96)),
+    "synth_lead": (("saw_lead", "square_lead", "sync_lead", "fm_lead"), (36, 96)),
+    "vocal": (("formant_voice", "choir"), (45, 84)),
+}
+VOWELS = {  # formant frequencies (Hz) and bandwidths of sung vowels
+    "a": ((800, 1150, 2900), (80, 90, 120)),
+    "e": ((400, 1600, 2700), (60, 80, 120)),
+    "i": ((350, 1700, 2700), (50, 100, 120)),
+    "o": ((450, 800, 2830), (70, 80, 100)),
+    "u": ((325, 700, 2530), (50, 60, 170)),
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One synthetic instrument: its family, recipe, name and drawn parameters."""
+
+    family: str
+    kind: str
+    index: int
+    seed: int
+    params: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """Stable instrument name, NSynth style (no '-', which separates pitch and velocity)."""
+        return f"{self.family}_synthetic_{self.kind.replace('_', '')}{self.seed:02d}{self.index:03d}"
+
+    @property
+    def pitch_range(self) -> tuple[int, int]:
+        return KINDS[self.family][1]
+
+
+def _rng(*parts) -> np.random.Generator:
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def make_preset(family: str, index: int, seed: int = 0) -> Preset:
+    """Preset ``index`` of a family: its kind cycles through the family's kinds, its parameters are drawn."""
+    if family not in KINDS:
+        raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+    kinds = KINDS[family][0]
+    kind = kinds[index % len(kinds)]
+    r = _rng("preset", seed, family, index)
+    p = {
+        "attack": float(r.uniform(0.002, 0.05)), "decay": float(r.uniform(0.1, 1.2)),
+        "sustain": float(r.uniform(0.4, 1.0)), "release": float(r.uniform(0.1, 0.6)),
+        "cutoff": float(r.uniform(2.0, 10.0)), "env_amount": float(r.uniform(1.0, 12.0)),
+        "filter_decay": float(r.uniform(0.08, 1.0)), "resonance": float(r.uniform(0.7, 6.0)),
+        "detune": float(r.uniform(0.002, 0.015)), "voices": int(r.integers(2, 8)),
+        "vibrato_rate": float(r.uniform(4.0, 6.5)), "vibrato_depth": float(r.uniform(0.0, 0.006)),
+        "vibrato_delay": float(r.uniform(0.1, 0.8)), "drive": float(r.uniform(0.0, 1.0)) ** 2 * 6,
+        "pulse_width": float(r.uniform(0.1, 0.5)), "fm_ratio": float(r.choice([0.5, 1.0, 2.0, 3.0, 3.5, 14.0])),
+        "fm_index": float(r.uniform(0.5, 6.0)), "fm_decay": float(r.uniform(0.1, 1.5)),
+        "brightness": float(r.uniform(0.3, 0.99)), "damping": float(r.uniform(0.990, 0.9995)),
+        "body": float(r.uniform(120, 400)), "drawbars": [float(x) for x in r.uniform(0, 1, 9) ** 2],
+        "rotary": float(r.uniform(0, 1)) < 0.5, "vowel": str(r.choice(list(VOWELS))),
+        "breath": float(r.uniform(0.02, 0.25)), "ratios": [float(x) for x in _modal_ratios(r)],
+        "chorus": float(r.uniform(0, 1)) < 0.4, "reverb": float(r.uniform(0, 1)) < 0.35,
+        "echo": float(r.uniform(0, 1)) < 0.2 and family == "synth_lead",
+    }
+    if kind in ("saw_brass", "fm_brass"):
+        p["attack"] = float(r.uniform(0.03, 0.12))  # brass swells in
+    if kind in ("saw_ensemble", "pwm_pad", "choir"):
+        p["attack"] = float(r.uniform(0.08, 0.5))
+        p["voices"] = int(r.integers(4, 9))
+    return Preset(family, kind, index, seed, p)
+
+
+def _modal_ratios(r: np.random.Generator) -> np.ndarray:
+    base = r.choice(3)
+    shapes = ([1.0, 2.76, 5.40, 8.93], [1.0, 3.99, 10.7, 18.6], [0.56, 0.92, 1.19, 1.71, 2.0, 2.74, 3.0, 3.76])
+    ratios = np.asarray(shapes[base])
+    return ratios * r.uniform(0.98, 1.02, len(ratios))
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def envelope(attack: float, decay: float, sustain: float, release: float, hold: int = HOLD) -> np.ndarray:
+    """ADSR over 4 s; the release starts at ``hold`` from the level reached then."""
+    t = T
+    a = np.clip(t / max(attack, 1e-4), 0, 1)
+    d = sustain + (1 - sustain) * np.exp(-np.maximum(t - attack, 0) / max(decay, 1e-3))
+    env = np.where(t < attack, a, d)
+    level = env[min(hold, NUM_SAMPLES - 1)]
+    after = level * np.exp(-np.maximum(t - hold / SR, 0) / max(release / 5, 1e-3))
+    return np.where(np.arange(NUM_SAMPLES) < hold, env, after)
+
+
+def frequency(f0: float, p: dict, glide: float = 0.0) -> np.ndarray:
+    """Instantaneous frequency: delayed vibrato, optional small pitch blip at the start."""
+    vib = p["vibrato_depth"] * np.sin(2 * np.pi * p["vibrato_rate"] * T) * np.clip((T - p["vibrato_delay"]) / 0.5, 0, 1)
+    return f0 * (1 + vib + glide * np.exp(-T / 0.03))
+
+
+def phase(freq: np.ndarray, start: float = 0.0) -> np.ndarray:
+    return (start + np.cumsum(freq) / SR) % 1.0
+
+
+def _blep(t: np.ndarray, dt: np.ndarray) -> np.ndarray:
+    """PolyBLEP residual that band-limits a unit step at phase 0."""
+    out = np.zeros_like(t)
+    lo = t < dt
+    x = t[lo] / dt[lo]
+    out[lo] = x + x - x * x - 1
+    hi = t > 1 - dt
+    x = (t[hi] - 1) / dt[hi]
+    out[hi] = x * x + x + x + 1
+    return out
+
+
+def saw(freq: np.ndarray, start: float = 0.0) -> np.ndarray:
+    ph, dt = phase(freq, start), freq / SR
+    return 2 * ph - 1 - _blep(ph, dt)
+
+
+def pulse(freq: np.ndarray, width: float | np.ndarray = 0.5, start: float = 0.0) -> np.ndarray:
+    ph, dt = phase(freq, start), freq / SR
+    shifted = (ph + 1 - width) % 1.0
+    return (2 * ph - 1 - _blep(ph, dt)) - (2 * shifted - 1 - _blep(shifted, dt))
+
+
+def sine(freq: np.ndarray, start: float = 0.0) -> np.ndarray:
+    return np.sin(2 * np.pi * phase(freq, start))
+
+
+def lowpass(x: np.ndarray, cutoff: np.ndarray, q: float = 0.707) -> np.ndarray:
+    """Resonant 2-pole low-pass (RBJ biquad) whose cutoff follows ``cutoff`` [Hz] block by block."""
+    cutoff = np.broadcast_to(np.asarray(cutoff, float), x.shape)
+    out = np.empty_like(x)
+    zi = None
+    for i in range(0, len(x), BLOCK):
+        fc = float(np.clip(cutoff[i], 30.0, 0.45 * SR))
+        w = 2 * np.pi * fc / SR
+        alpha = np.sin(w) / (2 * q)
+        cw = np.cos(w)
+        b = np.array([(1 - cw) / 2, 1 - cw, (1 - cw) / 2]) / (1 + alpha)
+        a = np.array([1, -2 * cw / (1 + alpha), (1 - alpha) / (1 + alpha)])
+        if zi is None:
+            zi = lfilter_zi(b, a) * x[0]
+        out[i : i + BLOCK], zi = lfilter(b, a, x[i : i + BLOCK], zi=zi)
+    return out
+
+
+def bandpass(x: np.ndarray, fc: float, bw: float) -> np.ndarray:
+    """Two-pole resonator at fc with bandwidth bw (Hz), unit gain at fc."""
+    r = np.exp(-np.pi * bw / SR)
+    a = [1, -2 * r * np.cos(2 * np.pi * min(fc, 0.45 * SR) / SR), r * r]
+    return lfilter([1 - r], a, x)
+
+
+def karplus_strong(f0: float, excitation: np.ndarray, damping: float, brightness: float) -> np.ndarray:
+    """A plucked string: a delay loop of length SR/f0 with a low-pass and an all-pass for the fraction."""
+    period = SR / f0
+    n = int(np.floor(period - 0.5 - 0.1))
+    d = period - 0.5 - n  # left for the all-pass, in (0.1, 1.1)
+    c = (1 - d) / (1 + d)
+    g = damping
+    # H(z) = (1 + c z^-1) / ((1 + c z^-1) - g z^-n * ((1-s) + s z^-1)(c + z^-1)), s: loop low-pass mix
+    s = 0.5 * (1.5 - brightness)
+    den = np.zeros(n + 3)
+    den[0], den[1] = 1.0, c
+    loop = np.convolve([1 - s, s], [c, 1.0]) * g
+    den[n : n + 3] -= loop
+    return lfilter([1.0, c], den, excitation)
+
+
+def drive(x: np.ndarray, amount: float) -> np.ndarray:
+    return np.tanh(x * (1 + amount)) / np.tanh(1 + amount) if amount > 0.05 else x
+
+
+def chorus(x: np.ndarray, r: np.random.Generator) -> np.ndarray:
+    """A modulated delay (about 15 ms +- 3 ms) mixed with the dry sound."""
+    delay = (0.015 + 0.003 * np.sin(2 * np.pi * r.uniform(0.3, 1.2) * T)) * SR
+    idx = np.arange(len(x)) - delay
+    return 0.7 * x + 0.5 * np.interp(idx, np.arange(len(x)), x, left=0.0)
+
+
+def reverb(x: np.ndarray, r: np.random.Generator) -> np.ndarray:
+    """Convolution with decaying noise (a small room), kept within the 4 s."""
+    n = int(r.uniform(0.3, 1.2) * SR)
+    ir = r.standard_normal(n) * np.exp(-np.arange(n) / (n / 6.0))
+    ir[0] = 0.0
+    wet = fftconvolve(x, ir / np.abs(ir).sum() * 8)[: len(x)]
+    return x + r.uniform(0.15, 0.4) * wet
+
+
+def echo(x: np.ndarray, r: np.random.Generator) -> np.ndarray:
+    d, fb = int(r.uniform(0.15, 0.4) * SR), r.uniform(0.2, 0.45)
+    out = x.copy()
+    for k in range(1, 5):
+        out[d * k :] += x[: len(x) - d * k] * fb**k
+    return out
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def _detuned_saws(f: np.ndarray, p: dict, r: np.random.Generator, voices: int | None = None) -> np.ndarray:
+    voices = voices or p["voices"]
+    spread = np.linspace(-1, 1, voices) * p["detune"]
+    return sum(saw(f * (1 + s), r.uniform()) for s in spread) / np.sqrt(voices)
+
+
+def _filter_env(f0: float, p: dict, bright: float, attack: float = 0.0) -> np.ndarray:
+    env = np.exp(-T / p["filter_decay"]) * (1 - np.exp(-T / attack) if attack else 1)
+    return f0 * (p["cutoff"] * (0.4 + 0.6 * bright) + p["env_amount"] * bright * env)
+
+
+def voice(preset: Preset, f0: float, bright: float, r: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """The raw sound of one note (before the amplitude envelope) and whether it decays by itself."""
+    p, k = preset.params, preset.kind
+    if k in ("saw_lead", "acid_bass", "saw_brass"):
+        f = frequency(f0, p, glide=0.01 if k == "saw_brass" else 0.0)
+        x = _detuned_saws(f, p, r, 1 if k == "acid_bass" else None)
+        x = lowpass(x, _filter_env(f0, p, bright, 0.05 if k == "saw_brass" else 0.0), p["resonance"])
+        return drive(x, p["drive"] if k != "saw_brass" else 0.0), False
+    if k in ("square_lead", "pulse_reed", "square_reed"):
+        f = frequency(f0, p)
+        width = 0.5 if k == "square_reed" else p["pulse_width"]
+        x = pulse(f, width, r.uniform())
+        if k == "square_lead":
+            x = lowpass(x, _filter_env(f0, p, bright), p["resonance"])
+            return drive(x, p["drive"]), False
+        breath = bandpass(r.standard_normal(NUM_SAMPLES), f0 * 2, 300)
+        return lowpass(x, f0 * (2 + 6 * bright), 0.9) + p["breath"] * 0.3 * breath, False
+    if k == "sync_lead":
+        f = frequency(f0, p)
+        slave = f * (1.5 + 2.5 * bright * np.exp(-T / p["filter_decay"]) + 0.5)
+        ph_master = phase(f)
+        ph = np.cumsum(slave / SR)
+        reset = np.maximum.accumulate(np.where(np.diff(ph_master, prepend=1.0) < 0, ph, 0.0))
+        x = 2 * ((ph - reset) % 1.0) - 1
+        return drive(lowpass(x, f0 * 12, 0.8), p["drive"]), False
+    if k in ("fm_lead", "fm_bass", "fm_brass", "fm_epiano", "fm_bell"):
+        f = frequency(f0, p)
+        ratio = {"fm_bell": 3.5, "fm_epiano": p["fm_ratio"] if p["fm_ratio"] in (1.0, 14.0) else 1.0}.get(
+            k, p["fm_ratio"] if p["fm_ratio"] <= 3 else 1.0)
+        index = p["fm_index"] * (0.3 + 0.7 * bright)
+        decays = k in ("fm_epiano", "fm_bell", "fm_bass")
+        idx_env = index * (np.exp(-T / p["fm_decay"]) if decays else (1 - 0.5 * np.exp(-T / 0.1)) if k == "fm_brass"
+                           else np.ones_like(T))
+        x = np.sin(2 * np.pi * phase(f) + idx_env * sine(f * ratio))
+        return x, k in ("fm_epiano", "fm_bell")
+    if k == "sub_bass":
+        f = frequency(f0, p)
+        return sine(f) + 0.3 * bright * lowpass(pulse(f, 0.5), f0 * 4), False
+    if k in ("pluck_bass", "pluck_guitar", "drive_guitar"):
+        burst = int(SR / f0 * 2)
+        exc = np.zeros(NUM_SAMPLES)
+        exc[:burst] = lowpass(r.uniform(-1, 1, burst), 1500 + 6000 * bright)[:burst]
+        x = karplus_strong(f0, exc, p["damping"] if k != "pluck_bass" else min(p["damping"], 0.997), bright)
+        x = x + 0.3 * bandpass(x, p["body"], 80)
+        return (drive(x * 3, 2 + p["drive"]) if k == "drive_guitar" else x), k != "drive_guitar"
+    if k == "additive_piano":
+        x = np.zeros(NUM_SAMPLES)
+        inharm = 1e-4 * r.uniform(0.5, 3)
+        for h in range(1, int(min(40, 0.45 * SR / f0)) + 1):
+            fh = f0 * h * np.sqrt(1 + inharm * h * h)
+            if fh >= 0.45 * SR:
+                break
+            x += (bright**(h / 6)) / h * np.exp(-T * (0.6 + 0.25 * h)) * np.sin(2 * np.pi * fh * T + r.uniform(0, 6.3))
+        return x, True
+    if k == "clav":
+        x = lowpass(pulse(np.full(NUM_SAMPLES, f0), p["pulse_width"] * 0.5), f0 * (4 + 12 * bright), 2.5)
+        return x * np.exp(-T / (0.3 + p["decay"])), True
+    if k in ("modal_bell", "marimba"):
+        ratios = p["ratios"] if k == "modal_bell" else [1.0, 3.93, 9.2]
+        x = np.zeros(NUM_SAMPLES)
+        for i, ratio in enumerate(ratios):
+            fm = f0 * ratio
+            if fm < 0.45 * SR:
+                tau = (1.5 if k == "modal_bell" else 0.6) / (1 + i) * (440 / f0) ** 0.3
+                x += bright ** (i / 2) / (1 + i) * np.exp(-T / tau) * np.sin(2 * np.pi * fm * T + r.uniform(0, 6.3))
+        return x, True
+    if k in ("drawbar_organ", "combo_organ"):
+        x = np.zeros(NUM_SAMPLES)
+        if k == "drawbar_organ":
+            for level, ratio in zip(p["drawbars"], (0.5, 1.5, 1, 2, 3, 4, 5, 6, 8)):
+                if f0 * ratio < 0.45 * SR:
+                    x += level * np.sin(2 * np.pi * f0 * ratio * T + r.uniform(0, 6.3))
+            x += 0.05 * bright * np.exp(-T / 0.005) * r.standard_normal(NUM_SAMPLES)  # key click
+        else:
+            x = lowpass(pulse(np.full(NUM_SAMPLES, f0), 0.5) + 0.5 * pulse(np.full(NUM_SAMPLES, 2 * f0), 0.3),
+                        f0 * (3 + 8 * bright))
+        if p["rotary"]:
+            rot = np.sin(2 * np.pi * r.uniform(5.5, 7) * T)
+            x = x * (1 + 0.25 * rot)
+        return x, False
+    if k == "breathy_flute" or k == "pan_flute":
+        f = frequency(f0, p)
+        tone = sine(f) + 0.15 * bright * sine(2 * f) + 0.05 * sine(3 * f)
+        noise = bandpass(r.standard_normal(NUM_SAMPLES), f0, f0 * 0.3) * p["breath"] * (4 if k == "pan_flute" else 2)
+        return tone + noise, False
+    if k in ("saw_ensemble", "pwm_pad"):
+        f = frequency(f0, p)
+        if k == "saw_ensemble":
+            x = _detuned_saws(f, p, r)
+        else:
+            x = sum(pulse(f * (1 + s), 0.5 + 0.4 * np.sin(2 * np.pi * r.uniform(0.2, 1.0) * T + r.uniform(0, 6.3)),
+                          r.uniform()) for s in (-p["detune"], 0, p["detune"])) / np.sqrt(3)
+        return lowpass(x, f0 * (2 + 10 * bright), 0.8), False
+    if k in ("formant_voice", "choir"):
+        f = frequency(f0, {**p, "vibrato_depth": max(p["vibrato_depth"], 0.003)})
+        src = sum(saw(f * (1 + s), r.uniform()) for s in ((0,) if k == "formant_voice" else (-0.006, 0, 0.007)))
+        src = src + p["breath"] * r.standard_normal(NUM_SAMPLES)
+        freqs, bws = VOWELS[p["vowel"]]
+        shift = r.uniform(0.9, 1.15)
+        x = sum(bandpass(src, fc * shift, bw) * g for fc, bw, g in zip(freqs, bws, (1.0, 0.6 * bright + 0.2, 0.3)))
+        return x, False
+    raise ValueError(f"unknown preset kind {k!r}")
+
+
+def render_note(preset: Preset, pitch: int, velocity: int) -> np.ndarray:
+    """One 4 s note, float32, peak at most 1 (the caller scales louder renders down, never clips)."""
+    if not 0 <= pitch <= 127 or not 1 <= velocity <= 127:
+        raise ValueError(f"pitch {pitch} / velocity {velocity}: MIDI pitch 0..127 and velocity 1..127")
+    p = preset.params
+    r = _rng("note", preset.seed, preset.family, preset.index, pitch, velocity)
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    bright = (velocity / 127) ** 0.7 * p["brightness"] + (1 - p["brightness"]) * 0.3
+    x, decays = voice(preset, f0, bright, r)
+    if decays:  # percussive sounds decay by themselves; the release only damps what is left
+        env = envelope(0.001, 10.0, 1.0, p["release"])
+    else:
+        env = envelope(p["attack"], p["decay"], p["sustain"], p["release"])
+    x = x * env
+    if p["chorus"]:
+        x = chorus(x, r)
+    if p["echo"]:
+        x = echo(x, r)
+    if p["reverb"]:
+        x = reverb(x, r)
+    peak = float(np.abs(x).max())
+    level = 0.9 * (velocity / 127) ** 1.2  # velocity sets the level too; headroom below full scale
+    return (x / peak * level if peak > 0 else x).astype(np.float32)
