@@ -27,13 +27,14 @@ from datetime import date
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: no CUDA-factory chatter
 
 from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
 from nsynth_keras.config import FAMILIES, SOURCES  # noqa: E402
-from nsynth_keras.data import DataSpec  # noqa: E402
+from nsynth_keras.data import DataSpec, JsonWavLayout  # noqa: E402
 from nsynth_keras.evaluation import evaluate  # noqa: E402
+from nsynth_keras.files import read_json, write_json  # noqa: E402
 from nsynth_keras.rendering import RenderConfig, default_soundfont, render  # noqa: E402
-from nsynth_keras.runs import read_json, write_json  # noqa: E402
 from nsynth_keras.training import TrainConfig, train  # noqa: E402
 
 AUGMENT = ("specaugment", "gain", "shift", "mel_roll", "mixup")
@@ -90,7 +91,7 @@ def rendered_folder(name: str, cache: str, log=print) -> str:
             raise FileNotFoundError(f"{path} is not installed (apt-get install fluid-soundfont-gm "
                                     "musescore-general-soundfont csound-soundfont opl3-soundfont)")
         config = RenderConfig(folder, (path,), source="synthetic" if name in SYNTHETIC_SOUNDFONTS else None, **RENDER)
-    if not os.path.isfile(os.path.join(folder, f"nsynth-{config.split}", "examples.json")):
+    if not JsonWavLayout(folder).has(config.split):
         t = time.time()
         summary = render(config, log=log)
         log(summary.table())

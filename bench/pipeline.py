@@ -25,14 +25,15 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: no CUDA-factory chatter
 
 
 
 from nsynth_keras import config  # noqa: E402
 from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
 from nsynth_keras.data import make_dataset, read_examples  # noqa: E402
+from nsynth_keras.files import write_json  # noqa: E402
 from nsynth_keras.pipeline import feature_dataset  # noqa: E402
-from nsynth_keras.runs import write_json  # noqa: E402
 
 
 def librosa_log_mel(path: str) -> np.ndarray:

@@ -17,13 +17,14 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: no CUDA-factory chatter
 
 import keras  # noqa: E402
 
 from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
+from nsynth_keras.files import write_json  # noqa: E402
 from nsynth_keras.model import build_baseline  # noqa: E402
 from nsynth_keras.pipeline import split_features  # noqa: E402
-from nsynth_keras.runs import write_json  # noqa: E402
 from nsynth_keras.training import compile_model, one_hot  # noqa: E402
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")

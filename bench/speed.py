@@ -27,6 +27,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: no CUDA-factory chatter
 
 MODELS = {"homework": (16, 32, 64, 128), "wide": (32, 64, 128, 256)}
 # name -> (framework, precision, model, extra environment)
@@ -146,7 +147,7 @@ def measure(cell: str, path: str, args) -> float:
 
 def main(argv=None) -> dict:
     from nsynth_keras.cli import add_data_args
-    from nsynth_keras.runs import write_json
+    from nsynth_keras.files import write_json
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p)

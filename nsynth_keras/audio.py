@@ -12,15 +12,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from nsynth_keras.config import NUM_SAMPLES, SAMPLE_RATE
-
-
-class AudioError(ValueError):
-    """A wav file that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path: str, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path = str(path)
-        self.problem = problem
+from nsynth_keras.errors import AudioError
 
 
 @dataclass

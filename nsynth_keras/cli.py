@@ -8,107 +8,40 @@ below its threshold), 2 bad input or a refused action, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import math
 import sys
 from collections.abc import Callable
 
 import tensorflow as tf  # the package's __init__ has already quietened TF's C++ start-up log
 
-from nsynth_keras.audio import AudioError
-from nsynth_keras.config import DEFAULT_DATA_DIR, SOURCES, SPLITS
-from nsynth_keras.data import TFDS_CONFIGS, DataError, DataSpec, Filters
-from nsynth_keras.runs import RunError, first_line
+from nsynth_keras.config import SPLITS
+from nsynth_keras.data import DATA, DataSpec, Filters
+from nsynth_keras.errors import ProjectError
+from nsynth_keras.files import first_line
+from nsynth_keras.settings import add_flags, given, number_type
 
-EXPECTED_ERRORS = (DataError, RunError, AudioError)
-
-
-def finite_float(text: str) -> float:
-    """An argparse type for every float flag: a finite number ('inf' and 'nan' are refused here, once)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
+EXPECTED_ERRORS = (ProjectError,)  # DataError, RunError, AudioError, ...
 
 
-def positive_float(text: str) -> float:
-    """A finite number above 0 (seconds, ratios)."""
-    value = finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
-    return value
+positive_float = number_type(float, above=0)  # seconds, ratios
 
 
-def add_data_args(parser: argparse.ArgumentParser, *, split: str | None = None) -> None:
-    """The data flags every command shares."""
-    g = parser.add_argument_group("data")
-    g.add_argument("--source", choices=("jsonwav", "tfds"), default="jsonwav",
-                   help="jsonwav: the official NSynth json/wav layout; tfds: a prepared tensorflow-datasets nsynth "
-                        "(default: %(default)s)")
-    g.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                   help="json/wav: folder holding nsynth-{train,valid,test}/; tfds: the TFDS data_dir "
-                        "(default: %(default)s)")
-    g.add_argument("--tfds-config", default="full", choices=TFDS_CONFIGS,
-                   help="TFDS nsynth config (default: %(default)s)")
+def add_data_args(parser: argparse.ArgumentParser, *, split: str | None = None, extra: bool = False) -> None:
+    """The data flags every command shares, made from DataSpec's and Filters' fields; ``extra``: also the
+    extra-training-data flags (train and tune)."""
+    groups: dict = {}
+    add_flags(parser, DataSpec, exclude=() if extra else DataSpec.EXTRA_FIELDS, groups=groups)
+    add_flags(parser, Filters, groups=groups)
     if split is not None:
-        g.add_argument("--split", default=split, choices=SPLITS, help="split to read (default: %(default)s)")
-    g.add_argument("--max-examples", type=int, default=None, metavar="N",
-                   help="use at most N notes per split (a seeded sample; for smoke runs; default: all)")
-    g.add_argument("--instrument-source", nargs="+", choices=SOURCES, default=None,
-                   help="keep only notes of these instrument sources (default: all)")
-    g.add_argument("--pitch-min", type=int, default=None, help="lowest MIDI pitch kept (default: no limit)")
-    g.add_argument("--pitch-max", type=int, default=None, help="highest MIDI pitch kept (default: no limit)")
-    g.add_argument("--strict", action="store_true", help="stop at the first bad note instead of skipping it")
+        groups[DATA].add_argument("--split", default=split, choices=SPLITS, help="split to read (default: %(default)s)")
 
 
-def add_extra_train_args(parser: argparse.ArgumentParser) -> None:
-    """Extra training data (e.g. notes from python -m nsynth_keras.render): train and tune only."""
-    g = parser.add_argument_group("extra training data (train split only; never valid or test)")
-    g.add_argument("--extra-train", nargs="+", default=[], metavar="DIR",
-                   help="json/wav folders whose nsynth-train/ notes are mixed into training (default: none)")
-    g.add_argument("--extra-ratio", type=positive_float, default=None, metavar="R",
-                   help="use at most R extra notes per real training note, a seeded sample (default: all)")
-    g.add_argument("--extra-balance", action="store_true",
-                   help="sample the extra notes evenly over families (within --extra-ratio if given)")
-    g.add_argument("--drop-overlap", action="store_true",
-                   help="leave out extra notes that overlap valid/test (note name, instrument or identical audio) "
-                        "and count them in config.json (default: refuse to train with any overlap)")
-    g.add_argument("--select-extra", nargs="+", default=[], metavar="DIR",
-                   help="json/wav folders whose nsynth-valid notes (rendered instruments held out of training) join "
-                        "the real valid notes to choose the best epoch; scored apart, as not NSynth (default: none)")
-
-
-def spec_from_args(args: argparse.Namespace) -> DataSpec:
-    if args.max_examples is not None and args.max_examples < 1:
-        raise DataError("--max-examples must be at least 1")
-    extra_ratio = getattr(args, "extra_ratio", None)
-    filters = Filters(
-        tuple(args.instrument_source) if args.instrument_source else None,
-        args.pitch_min,
-        args.pitch_max,
-        args.max_examples,
-    )
-    return DataSpec(args.source, args.data_dir, args.tfds_config, filters, args.strict,
-                    tuple(getattr(args, "extra_train", ())), extra_ratio, getattr(args, "extra_balance", False),
-                    getattr(args, "drop_overlap", False), tuple(getattr(args, "select_extra", ())))
-
-
-def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
-    """The destinations of the flags that argv sets explicitly (not left at their defaults)."""
-    probe = argparse.ArgumentParser(add_help=False)
-    for action in parser._actions:
-        if action.option_strings and not isinstance(action, argparse._HelpAction):
-            kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
-            if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-                kwargs["action"] = "store_true" if isinstance(action, argparse._StoreTrueAction) else "store_false"
-            else:
-                kwargs["nargs"] = action.nargs
-            probe.add_argument(*action.option_strings, **kwargs)
-    known, _ = probe.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return set(vars(known))
+def spec_from_args(args: argparse.Namespace, base: DataSpec | None = None) -> DataSpec:
+    """The DataSpec of the data flags given, on top of ``base`` (default: DataSpec's defaults)."""
+    base = base or DataSpec()
+    return dataclasses.replace(base, filters=dataclasses.replace(base.filters, **given(args, Filters)),
+                               **given(args, DataSpec))
 
 
 def quiet_logs() -> None:

@@ -24,6 +24,8 @@ NUM_CLASSES = len(FAMILIES)
 # Instrument sources in NSynth id order (instrument_source 0..2).
 SOURCES = ("acoustic", "electronic", "synthetic")
 
+NUM_QUALITIES = 10  # NSynth's note qualities (bright, dark, distortion, ...): a 0/1 vector per note
+
 SPLITS = ("train", "valid", "test")
 DEFAULT_DATA_DIR = "../shared/nsynth"
 DEFAULT_RUNS_DIR = "saved_models"

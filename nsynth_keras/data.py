@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -20,25 +21,31 @@ import tensorflow as tf
 
 from nsynth_keras.audio import AudioError, probe_wav, read_wav
 from nsynth_keras.config import DEFAULT_DATA_DIR, FAMILIES, NUM_SAMPLES, SOURCES, SPLITS
+from nsynth_keras.errors import DataError
+from nsynth_keras.settings import setting
 
 log = logging.getLogger(__name__)
 
 TFDS_CONFIGS = ("full", "gansynth_subset", "gansynth_subset.f0_and_loudness")
 SHUFFLE_BUFFER = 10_000
+# --source NAME -> NoteSource (filled at the end of this module). Adding a source: a function
+# (spec, split, shuffle, seed, shard, part) -> SplitData and an entry in NOTE_SOURCES.
+NOTE_SOURCES: dict[str, NoteSource] = {}
 
 
-class DataError(ValueError):
-    """A data source that cannot be read; the message says what to do."""
+DATA, EXTRA = "data", "extra training data (train split only; never valid or test)"  # flag groups in --help
 
 
 @dataclass
 class Filters:
     """Which notes to keep; None keeps all."""
 
-    sources: tuple[str, ...] | None = None
-    pitch_min: int | None = None
-    pitch_max: int | None = None
-    max_examples: int | None = None
+    sources: tuple[str, ...] | None = setting(None, "keep only notes of these instrument sources",
+                                              choices=SOURCES, flag="--instrument-source", group=DATA)
+    pitch_min: int | None = setting(None, "lowest MIDI pitch kept", group=DATA)
+    pitch_max: int | None = setting(None, "highest MIDI pitch kept", group=DATA)
+    max_examples: int | None = setting(None, "use at most N notes per split (a seeded sample; for smoke runs)",
+                                       metavar="N", group=DATA, at_least=1)
 
     def keeps(self, source: int, pitch: int) -> bool:
         if self.sources is not None and SOURCES[source] not in self.sources:
@@ -95,8 +102,30 @@ class NoteTable:
 # --------------------------------------------------------------------------- json/wav
 
 
-def split_dir(data_dir: str, split: str) -> str:
-    return os.path.join(data_dir, f"nsynth-{split}")
+@dataclass(frozen=True)
+class JsonWavLayout:
+    """The official NSynth json/wav release layout, the one place its names are spelled:
+    ``<root>/nsynth-<split>/examples.json`` and ``<root>/nsynth-<split>/audio/<note_str>.wav``."""
+
+    root: str
+
+    EXAMPLES = "examples.json"
+    AUDIO = "audio"
+
+    def split_dir(self, split: str) -> str:
+        return os.path.join(self.root, f"nsynth-{split}")
+
+    def examples(self, split: str) -> str:
+        return os.path.join(self.split_dir(split), self.EXAMPLES)
+
+    def audio_dir(self, split: str) -> str:
+        return os.path.join(self.split_dir(split), self.AUDIO)
+
+    def wav(self, split: str, note: str) -> str:
+        return os.path.join(self.audio_dir(split), f"{note}.wav")
+
+    def has(self, split: str) -> bool:
+        return os.path.isfile(self.examples(split))
 
 
 def read_examples(
@@ -115,7 +144,8 @@ def read_examples(
             f"data directory {data_dir} does not exist; pass --data-dir pointing at the folder that "
             "holds nsynth-train/, nsynth-valid/ and nsynth-test/ (the NSynth json/wav release)"
         )
-    json_path = os.path.join(split_dir(data_dir, split), "examples.json")
+    layout = JsonWavLayout(data_dir)
+    json_path = layout.examples(split)
     if not os.path.isfile(json_path):
         raise DataError(f"{json_path} not found: {data_dir} has no json/wav '{split}' split")
     try:
@@ -138,7 +168,7 @@ def read_examples(
             _skip(table, f"{json_path}: entry {key!r}: {err}", strict)
             continue
         if filters.keeps(row["source"], row["pitch"]):
-            row["path"] = os.path.join(split_dir(data_dir, split), "audio", f"{key}.wav")
+            row["path"] = layout.wav(split, key)
             candidates.append(row)
     if filters.max_examples is not None and filters.max_examples < len(candidates):
         # A seeded sample (kept in file order) so a smoke run still sees every family.
@@ -349,22 +379,33 @@ def _tf_filter(filters: Filters):
 
 @dataclass
 class DataSpec:
-    """Where notes come from: the same flags in every command."""
+    """Where notes come from: the same flags in every command (declared here, once)."""
 
-    source: str = "jsonwav"
-    data_dir: str | None = DEFAULT_DATA_DIR
-    tfds_config: str = "full"
+    source: str = setting("jsonwav", "jsonwav: the official NSynth json/wav layout; tfds: a prepared "
+                                     "tensorflow-datasets nsynth", choices=NOTE_SOURCES, group=DATA)
+    data_dir: str | None = setting(DEFAULT_DATA_DIR, "json/wav: folder holding nsynth-{train,valid,test}/; tfds: "
+                                                     "the TFDS data_dir", group=DATA)
+    tfds_config: str = setting("full", "TFDS nsynth config", choices=TFDS_CONFIGS, group=DATA)
     filters: Filters = field(default_factory=Filters)
-    strict: bool = False
+    strict: bool = setting(False, "stop at the first bad note instead of skipping it", group=DATA)
     # Extra json/wav folders (e.g. rendered notes) mixed into the train split only, never valid/test.
-    extra_train: tuple[str, ...] = ()
-    extra_ratio: float | None = None  # at most this many extra notes per real training note (seeded sample)
-    extra_balance: bool = False  # sample the extra notes evenly over families
+    extra_train: tuple[str, ...] = setting((), "json/wav folders whose nsynth-train/ notes are mixed into "
+                                               "training", metavar="DIR", group=EXTRA)
+    extra_ratio: float | None = setting(None, "use at most R extra notes per real training note, a seeded sample "
+                                              "(none: all)", metavar="R", group=EXTRA, above=0)
+    extra_balance: bool = setting(False, "sample the extra notes evenly over families (within --extra-ratio if "
+                                         "given)", group=EXTRA)
     # Extra notes that overlap valid/test (note name, instrument or audio): refused, or with this dropped.
-    drop_overlap: bool = False
+    drop_overlap: bool = setting(False, "leave out extra notes that overlap valid/test (note name, instrument or "
+                                        "identical audio) and count them in config.json (default: refuse to "
+                                        "train with any overlap)", group=EXTRA)
     # json/wav folders whose nsynth-valid notes (rendered instruments held out of training, not NSynth) join
     # the real valid notes to choose checkpoints: a selection set that covers every family.
-    select_extra: tuple[str, ...] = ()
+    select_extra: tuple[str, ...] = setting((), "json/wav folders whose nsynth-valid notes (rendered instruments "
+                                                "held out of training) join the real valid notes to choose the "
+                                                "best epoch; scored apart, as not NSynth", metavar="DIR",
+                                            group=EXTRA)
+    EXTRA_FIELDS = ("extra_train", "extra_ratio", "extra_balance", "drop_overlap", "select_extra")
 
     def to_json(self) -> dict:
         return {
@@ -410,6 +451,15 @@ class SplitData:
 TRAIN_PARTS = ("all", "real", "extra")
 
 
+@dataclass(frozen=True)
+class NoteSource:
+    """A data source (--source NAME): how to make a split's SplitData, and whether it is a list of files
+    (split between workers before decoding) or sharded files that tf.distribute splits itself."""
+
+    make: Callable[..., SplitData]
+    file_list: bool
+
+
 def make_dataset(
     spec: DataSpec, split: str, *, shuffle: bool = False, seed: int = 0, shard: tuple[int, int] | None = None,
     part: str = "all",
@@ -417,46 +467,64 @@ def make_dataset(
     """The note dataset of one split from the source a DataSpec names.
 
     The train split also holds the notes of ``spec.extra_train`` (``part``: "all", or only the
-    "real" or only the "extra" notes). ``shard=(num_workers, index)`` splits the json/wav file list
-    between workers before decoding. TFDS datasets are left whole: tf.distribute shards their
-    TFRecord files (AutoShardPolicy.FILE).
+    "real" or only the "extra" notes); the valid split those of ``spec.select_extra``.
+    ``shard=(num_workers, index)`` splits a file list between workers before decoding. TFDS datasets
+    are left whole: tf.distribute shards their TFRecord files (AutoShardPolicy.FILE).
     """
     if part not in TRAIN_PARTS:
         raise DataError(f"unknown part {part!r}; choose one of {', '.join(TRAIN_PARTS)}")
-    if spec.extra_train and spec.source != "jsonwav":
-        raise DataError("--extra-train folders are json/wav; they mix with --source jsonwav only")
-    if spec.source == "jsonwav":
-        # Extra folders: training notes for the train split, held-out selection notes for valid, none for test.
-        extras = {"train": extra_folders(spec), "valid": spec.select_extra}.get(split, ())
-        parts: dict[str, NoteTable] = {}
-        dropped: list[str] = []
-        if part != "extra":
-            parts[spec.data_dir] = read_examples(spec.data_dir, split, spec.filters, strict=spec.strict, seed=seed)
-        if part != "real" and extras and split == "train":
-            # A ratio needs the real notes' count: read (and check) them only if they are not read already.
-            real = (len(parts[spec.data_dir]) if spec.data_dir in parts
-                    else len(read_examples(spec.data_dir, split, spec.filters, seed=seed)) if spec.extra_ratio else 0)
-            tables, dropped = without_overlap(spec, extra_tables(spec, real, seed))
-            parts.update(tables)
-        elif part != "real" and extras:
-            parts.update({d: read_examples(d, split, spec.filters, strict=spec.strict) for d in extras})
-        if part == "extra" and not extras:
-            raise DataError(f"no extra folders to take extra {split} notes from (--extra-train for train, "
-                            "--select-extra for valid)")
-        table = NoteTable.concat(list(parts.values()))
-        if table.skipped:
-            log.warning("%d bad notes skipped in split %s", len(table.skipped), split)
-        if shard is not None:
-            table = table.shard(*shard)
-        return SplitData(table_dataset(table, shuffle=shuffle, seed=seed), len(table), table.skipped, table.family,
-                         {os.path.abspath(d): len(t) for d, t in parts.items()}, dropped)
-    if spec.source == "tfds":
-        ds = tfds_dataset(
-            split, config=spec.tfds_config, data_dir=spec.data_dir, filters=spec.filters, shuffle=shuffle, seed=seed
-        )
-        n = int(ds.cardinality()) if ds.cardinality() >= 0 else None
-        return SplitData(ds, n, [])
-    raise DataError(f"unknown source {spec.source!r}; choose jsonwav or tfds")
+    if spec.source not in NOTE_SOURCES:
+        raise DataError(f"unknown source {spec.source!r}; choose {' or '.join(NOTE_SOURCES)}")
+    return NOTE_SOURCES[spec.source].make(spec, split, shuffle=shuffle, seed=seed, shard=shard, part=part)
+
+
+def jsonwav_split(spec: DataSpec, split: str, *, shuffle: bool, seed: int, shard: tuple[int, int] | None,
+                  part: str) -> SplitData:
+    """A split of the official json/wav layout, plus the extra folders' notes."""
+    # Extra folders: training notes for the train split, held-out selection notes for valid, none for test.
+    extras = {"train": extra_folders(spec), "valid": spec.select_extra}.get(split, ())
+    for folder in extras:
+        if not os.path.isdir(folder):
+            flag = "--extra-train" if split == "train" else "--select-extra"
+            raise DataError(f"{flag} folder {folder} does not exist (a json/wav folder with nsynth-{split}/, "
+                            "e.g. from python -m nsynth_keras.render)")
+    parts: dict[str, NoteTable] = {}
+    dropped: list[str] = []
+    if part != "extra":
+        parts[spec.data_dir] = read_examples(spec.data_dir, split, spec.filters, strict=spec.strict, seed=seed)
+    if part != "real" and extras and split == "train":
+        # A ratio needs the real notes' count: read (and check) them only if they are not read already.
+        real = (len(parts[spec.data_dir]) if spec.data_dir in parts
+                else len(read_examples(spec.data_dir, split, spec.filters, seed=seed)) if spec.extra_ratio else 0)
+        tables, dropped = without_overlap(spec, extra_tables(spec, real, seed))
+        parts.update(tables)
+    elif part != "real" and extras:
+        parts.update({d: read_examples(d, split, spec.filters, strict=spec.strict) for d in extras})
+    if part == "extra" and not extras:
+        raise DataError(f"no extra folders to take extra {split} notes from (--extra-train for train, "
+                        "--select-extra for valid)")
+    table = NoteTable.concat(list(parts.values()))
+    if table.skipped:
+        log.warning("%d bad notes skipped in split %s", len(table.skipped), split)
+    if shard is not None:
+        table = table.shard(*shard)
+    return SplitData(table_dataset(table, shuffle=shuffle, seed=seed), len(table), table.skipped, table.family,
+                     {os.path.abspath(d): len(t) for d, t in parts.items()}, dropped)
+
+
+def tfds_split(spec: DataSpec, split: str, *, shuffle: bool, seed: int, shard: tuple[int, int] | None,
+               part: str) -> SplitData:
+    """A split of a prepared TFDS nsynth (no extra folders: they are json/wav)."""
+    if spec.extra_train or spec.select_extra:
+        raise DataError("--extra-train and --select-extra folders are json/wav; they mix with --source jsonwav only")
+    ds = tfds_dataset(
+        split, config=spec.tfds_config, data_dir=spec.data_dir, filters=spec.filters, shuffle=shuffle, seed=seed
+    )
+    n = int(ds.cardinality()) if ds.cardinality() >= 0 else None
+    return SplitData(ds, n, [])
+
+
+NOTE_SOURCES.update(jsonwav=NoteSource(jsonwav_split, file_list=True), tfds=NoteSource(tfds_split, file_list=False))
 
 
 def extra_folders(spec: DataSpec) -> tuple[str, ...]:
@@ -512,7 +580,7 @@ def held_out_keys(spec: DataSpec) -> tuple[set[str], set[str], dict[str, str]]:
     """Note names, instrument names and audio digests of the valid and test splits (every listed note)."""
     notes, instruments, digests = set(), set(), {}
     for split in ("valid", "test"):
-        if not os.path.isfile(os.path.join(split_dir(spec.data_dir, split), "examples.json")):
+        if not JsonWavLayout(spec.data_dir).has(split):
             continue
         table = read_examples(spec.data_dir, split)
         notes.update(table.note)

@@ -10,10 +10,11 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, t
 
 from nsynth_keras.config import FAMILIES, NUM_CLASSES, SOURCES
 from nsynth_keras.data import DataSpec
+from nsynth_keras.files import write_json
 from nsynth_keras.inference import Classifier, load_classifier
 from nsynth_keras.pipeline import eval_dataset
 from nsynth_keras.plots import plot_confusion
-from nsynth_keras.runs import RunError, RunFolder, is_saved_model, write_json
+from nsynth_keras.runs import RunError, RunFolder, is_saved_model
 
 
 def predict_split(clf: Classifier, spec: DataSpec, split: str, batch_size: int = 64):
@@ -97,6 +98,8 @@ def read_confusion(r: dict, limit: int = 5) -> list[str]:
 
 
 def is_run_folder(model: str) -> bool:
+    """A folder that is not a SavedModel: where a report goes (its model.keras is found, or refused, by
+    find_model). Looser than RunFolder.is_run, which also needs config.json (a complete training run)."""
     return os.path.isdir(model) and not is_saved_model(model)
 
 

@@ -11,13 +11,13 @@ import sys
 
 from nsynth_keras.cli import add_data_args, make_parser, run_command, spec_from_args
 from nsynth_keras.runs import RunFolder
-from nsynth_keras.tflite import VARIANTS, export_run
+from nsynth_keras.tflite import EXPORT_FORMATS, export_run
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("export", __doc__)
     parser.add_argument("run", help="run folder written by nsynth_keras.train")
-    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS),
+    parser.add_argument("--variants", nargs="+", choices=tuple(EXPORT_FORMATS), default=list(EXPORT_FORMATS),
                         help="TFLite variants to write (default: all)")
     add_data_args(parser)
     return parser

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 import tensorflow as tf
 import tensorflow_io as tfio
@@ -57,37 +59,52 @@ class LogMel(keras.layers.Layer):
 
 
 # --------------------------------------------------------------------------- augmentation
-# Training-only functions on batches of cached features (x [b, 64, 64, 1], one-hot y [b, 11]).
+# Training-only functions on batches of cached features (x [b, 64, 64, 1], one-hot y [b, 11]) -> (x, y).
+# Adding one: a function and the @augmentation decorator; --augment NAME then applies it, in this order.
 
-AUGMENTATIONS = ("specaugment", "gain", "shift", "mel_roll", "mixup")
+AUGMENTATIONS: dict[str, Callable] = {}
 
 
-def _spec_augment(x: tf.Tensor, time_param: int = 10, freq_param: int = 8) -> tf.Tensor:
+def augmentation(name: str):
+    def register(fn: Callable) -> Callable:
+        AUGMENTATIONS[name] = fn
+        return fn
+
+    return register
+
+
+@augmentation("specaugment")
+def spec_augment(x: tf.Tensor, y: tf.Tensor, time_param: int = 10, freq_param: int = 8):
+    """SpecAugment time and frequency masks (tfio), one draw per note."""
     def one(mel):
         mel = tfio.audio.time_mask(mel, param=time_param)
         return tfio.audio.freq_mask(mel, param=freq_param)
 
-    return tf.map_fn(one, x[..., 0])[..., tf.newaxis]
+    return tf.map_fn(one, x[..., 0])[..., tf.newaxis], y
 
 
-def _gain(x: tf.Tensor, max_db: float = 6.0) -> tf.Tensor:
+@augmentation("gain")
+def gain(x: tf.Tensor, y: tf.Tensor, max_db: float = 6.0):
     # Features are dB re each note's peak, so a gain is an offset of the whole note.
     db = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], -max_db, max_db)
-    return tf.clip_by_value(x + db / (TOP_DB / 2), -1.0, 1.0)
+    return tf.clip_by_value(x + db / (TOP_DB / 2), -1.0, 1.0), y
 
 
-def _shift(x: tf.Tensor, max_frames: int = 6) -> tf.Tensor:
+@augmentation("shift")
+def shift(x: tf.Tensor, y: tf.Tensor, max_frames: int = 6):
     """Delay the note by 0..max_frames frames (the front is filled with silence, -1)."""
     k = tf.random.uniform([], 0, max_frames + 1, dtype=tf.int32)
-    return tf.concat([-tf.ones_like(x[:, :k]), x[:, : tf.shape(x)[1] - k]], axis=1)
+    return tf.concat([-tf.ones_like(x[:, :k]), x[:, : tf.shape(x)[1] - k]], axis=1), y
 
 
-def _mel_roll(x: tf.Tensor, max_bands: int = 2) -> tf.Tensor:
-    """A small pitch shift: roll the mel axis by up to max_bands."""
-    return tf.roll(x, tf.random.uniform([], -max_bands, max_bands + 1, dtype=tf.int32), axis=2)
+@augmentation("mel_roll")
+def mel_roll(x: tf.Tensor, y: tf.Tensor, max_bands: int = 2):
+    """A small pitch shift: roll the mel axis by up to max_bands (bands wrap around the edges)."""
+    return tf.roll(x, tf.random.uniform([], -max_bands, max_bands + 1, dtype=tf.int32), axis=2), y
 
 
-def _mixup(x: tf.Tensor, y: tf.Tensor, alpha: float = 0.2) -> tuple[tf.Tensor, tf.Tensor]:
+@augmentation("mixup")
+def mixup(x: tf.Tensor, y: tf.Tensor, alpha: float = 0.2):
     g1 = tf.random.gamma([tf.shape(x)[0]], alpha)
     g2 = tf.random.gamma([tf.shape(x)[0]], alpha)
     lam = g1 / (g1 + g2)
@@ -97,22 +114,16 @@ def _mixup(x: tf.Tensor, y: tf.Tensor, alpha: float = 0.2) -> tuple[tf.Tensor, t
 
 
 def make_augment(names: list[str] | tuple[str, ...]):
-    """A batch function applying the named augmentations, for Dataset.map on training batches only."""
+    """A batch function applying the named augmentations (in registry order), for Dataset.map on training
+    batches only."""
     unknown = set(names) - set(AUGMENTATIONS)
     if unknown:
         raise ValueError(f"unknown augmentation(s) {sorted(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
+    chosen = [fn for name, fn in AUGMENTATIONS.items() if name in names]
 
     def augment(x, y):
-        if "specaugment" in names:
-            x = _spec_augment(x)
-        if "gain" in names:
-            x = _gain(x)
-        if "shift" in names:
-            x = _shift(x)
-        if "mel_roll" in names:
-            x = _mel_roll(x)
-        if "mixup" in names:
-            x, y = _mixup(x, y)
+        for fn in chosen:
+            x, y = fn(x, y)
         return x, y
 
     return augment

@@ -13,7 +13,8 @@ from ai_edge_litert.interpreter import Interpreter
 from nsynth_keras.audio import AudioError, Clip, Recording, open_recording, read_wav, recording_windows
 from nsynth_keras.config import FAMILIES, INPUT_SHAPE, NUM_CLASSES, NUM_SAMPLES, SAMPLE_RATE
 from nsynth_keras.features import log_mel
-from nsynth_keras.runs import RunError, find_model, first_line, is_saved_model, load_keras
+from nsynth_keras.files import first_line
+from nsynth_keras.runs import RunError, find_model, is_saved_model, load_keras
 
 SAVED_MODEL_WARNING = ("a SavedModel folder is a TensorFlow graph: loading it runs its ops, which can read and write "
                        "files, so load only SavedModels you trust")

@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 from keras import layers
 
 from nsynth_keras.config import INPUT_SHAPE, NUM_CLASSES
 
 HOMEWORK = {"filters": (16, 32, 64, 128), "kernel_size": 3, "padding": "same", "strides": 1}
+
+
+# --model NAME: a function from the training settings to build_cnn's arguments. Adding a model: a function
+# and the @model_kind decorator (its name becomes a --model choice).
+MODELS: dict[str, Callable[[dict], dict]] = {}
+CNN_ARGS = ("filters", "kernel_size", "padding", "strides", "dropout", "dense_units", "batch_norm", "global_pool",
+            "weight_decay")
+
+
+def model_kind(name: str):
+    def register(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
+        MODELS[name] = fn
+        return fn
+
+    return register
+
+
+@model_kind("baseline")
+def homework_kwargs(settings: dict) -> dict:
+    """The homework network, whatever the architecture flags say."""
+    return dict(HOMEWORK, name="baseline")
+
+
+@model_kind("cnn")
+def cnn_kwargs(settings: dict) -> dict:
+    """build_cnn configured by the architecture flags (--filters, --kernel-size, ...)."""
+    return {k: settings[k] for k in CNN_ARGS}
 
 
 def build_baseline() -> keras.Sequential:

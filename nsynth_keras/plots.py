@@ -19,8 +19,9 @@ import numpy as np  # noqa: E402
 
 from nsynth_keras.config import F_MAX, F_MIN, FAMILIES, HOP_LENGTH, N_MELS, SAMPLE_RATE, TOP_DB  # noqa: E402
 from nsynth_keras.data import DataSpec  # noqa: E402
+from nsynth_keras.files import atomic_path  # noqa: E402
 from nsynth_keras.pipeline import eval_dataset, load_split  # noqa: E402
-from nsynth_keras.runs import atomic_path, find_model, load_keras  # noqa: E402
+from nsynth_keras.runs import find_model, load_keras  # noqa: E402
 
 
 def save_figure(fig, path: str | None):

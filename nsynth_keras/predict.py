@@ -22,8 +22,8 @@ import sys
 
 from nsynth_keras.cli import make_parser, positive_float, run_command
 from nsynth_keras.config import FAMILIES
+from nsynth_keras.files import atomic_path, check_output_file
 from nsynth_keras.inference import SAVED_MODEL_WARNING, classify_files, csv_text, load_classifier, wav_files
-from nsynth_keras.runs import atomic_path, check_output_file
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,13 +23,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from nsynth_keras.audio import read_wav
-from nsynth_keras.config import FAMILIES, SOURCES, SPLITS
-from nsynth_keras.data import DataError, Filters, read_examples, split_dir
-from nsynth_keras.runs import atomic_path, read_json, write_json
+from nsynth_keras.config import FAMILIES, NUM_QUALITIES, SOURCES, SPLITS
+from nsynth_keras.data import DataError, Filters, JsonWavLayout, read_examples
+from nsynth_keras.files import atomic_path, read_json, write_json
 
 NUM_INSTRUMENT_LABELS = 1006  # the builder's instrument ClassLabel has exactly this many names
 RELEASE_RECORD = "release.json"
-QUALITIES = 10
 
 
 def _feature(value) -> tf.train.Feature:
@@ -57,7 +56,7 @@ def note_example(meta: dict, audio: np.ndarray) -> tf.train.Example:
         "instrument_family_str": meta["instrument_family_str"].encode(),
         "instrument_source": int(meta["instrument_source"]),
         "instrument_source_str": meta["instrument_source_str"].encode(),
-        "qualities": [int(q) for q in meta.get("qualities") or [0] * QUALITIES],
+        "qualities": [int(q) for q in meta.get("qualities") or [0] * NUM_QUALITIES],
     }
     for optional in ("note", "instrument"):
         if optional in meta:
@@ -87,7 +86,7 @@ def write_release(data_dir: str, out: str, max_examples: int | None = None, seed
     instruments, counts = set(), {}
     for split in SPLITS:
         table = read_examples(data_dir, split, Filters(max_examples=max_examples), strict=True, seed=seed)
-        with open(os.path.join(split_dir(data_dir, split), "examples.json"), encoding="utf-8") as f:
+        with open(JsonWavLayout(data_dir).examples(split), encoding="utf-8") as f:
             metadata = json.load(f)
         with tf.io.TFRecordWriter(os.path.join(out, f"nsynth-{split}.tfrecord")) as writer:
             for i, path in enumerate(table.path, start=1):

@@ -25,16 +25,15 @@ import soundfile as sf
 import tinysoundfont
 
 from nsynth_keras import synth
-from nsynth_keras.config import FAMILIES, NUM_SAMPLES, SAMPLE_RATE, SOURCES, SPLITS
-from nsynth_keras.data import DataError, split_dir
-from nsynth_keras.runs import read_json, write_bytes, write_json
+from nsynth_keras.config import FAMILIES, NUM_QUALITIES, NUM_SAMPLES, SAMPLE_RATE, SOURCES, SPLITS
+from nsynth_keras.data import DataError, JsonWavLayout
+from nsynth_keras.files import read_json, write_bytes, write_json
 
 DEFAULT_PROGRAM_MAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources", "gm_families.csv")
 RENDER_RECORD = "render.json"  # beside examples.json: the settings a rendered split was made with
 HOLD_SECONDS = 3  # NSynth: note held 3 s, then released
 SILENT_PEAK = 1e-3  # -60 dBFS: no sample mapped at that pitch (or a near-silent one)
 PEAK_LIMIT = 0.99  # louder renders are scaled down to this, never clipped
-NUM_QUALITIES = 10
 
 
 def default_soundfont() -> str:
@@ -314,9 +313,9 @@ def render(config: RenderConfig, log=print, show_progress: bool = True) -> Rende
         config = dataclasses.replace(config, soundfonts=(default_soundfont(),))
     config.validate()
     mapping = {} if config.synth else load_program_map(config.program_map)
-    folder = split_dir(config.out, config.split)
-    audio = os.path.join(folder, "audio")
-    record_path, examples_path = os.path.join(folder, RENDER_RECORD), os.path.join(folder, "examples.json")
+    layout = JsonWavLayout(config.out)
+    folder, audio = layout.split_dir(config.split), layout.audio_dir(config.split)
+    record_path, examples_path = os.path.join(folder, RENDER_RECORD), layout.examples(config.split)
     record = record_of(config, mapping)
     if os.path.isdir(folder) and os.listdir(folder):
         if not os.path.isfile(record_path):

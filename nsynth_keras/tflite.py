@@ -1,28 +1,24 @@
-"""SavedModel and TFLite conversion (fp32, fp16, dynamic-range int8, full int8, and a raw-waveform
-model with the log-mel frontend inside), each with TFLite Metadata (labels, input description,
-AudioProperties for the waveform model); and the on-device check against Keras, in the LiteRT
-interpreter and in MediaPipe's AudioClassifier."""
+"""SavedModel and TFLite export: the export formats (fp32, fp16, dynamic-range int8, full int8, and a
+raw-waveform model with the log-mel frontend inside), each with TFLite Metadata (labels, input
+description, AudioProperties for the waveform model). The on-device check is in ondevice.py."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import io
 import json
 import os
 import sys
 import time
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 
-import ai_edge_litert
 import keras
 import numpy as np
 import tensorflow as tf
-from mediapipe.tasks import python as mp_tasks
 from mediapipe.tasks.metadata import metadata_schema_py_generated as metadata_fb
-from mediapipe.tasks.python import audio as mp_audio
-from mediapipe.tasks.python.components.containers import audio_data as mp_audio_data
 from mediapipe.tasks.python.metadata import metadata
 from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, metadata_writer
 
@@ -30,27 +26,17 @@ from nsynth_keras import __version__
 from nsynth_keras.config import F_MAX, F_MIN, FAMILIES, N_FRAMES, N_MELS, NUM_SAMPLES, SAMPLE_RATE
 from nsynth_keras.data import DataSpec
 from nsynth_keras.features import LogMel
-from nsynth_keras.inference import KerasClassifier, TFLiteClassifier
-from nsynth_keras.pipeline import load_split, split_features
-from nsynth_keras.runs import (
-    RunError,
-    RunFolder,
-    atomic_path,
-    find_model,
-    first_line,
-    load_keras,
-    write_bytes,
-    write_labels,
-)
+from nsynth_keras.files import atomic_path, first_line, write_bytes, write_labels
+from nsynth_keras.pipeline import split_features
+from nsynth_keras.runs import RunError, RunFolder, find_model, load_keras
 
-VARIANTS = RunFolder.TFLITE_VARIANTS
 REPRESENTATIVE_NOTES = 200
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp: the same model gives the same bytes
 
 
 def write_savedmodel(model: keras.Model, path: str) -> None:
     """model.export with the endpoint named `serve` (also the serving_default signature)."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, folder=True) as tmp:
         model.export(tmp, format="tf_saved_model", verbose=False)
 
 
@@ -64,25 +50,74 @@ def waveform_model(model: keras.Model) -> keras.Model:
     return keras.Model(audio, model(LogMel(name="log_mel_frontend")(audio)), name="waveform_classifier")
 
 
+@dataclass(frozen=True)
+class ExportFormat:
+    """A TFLite export format: how it sets the converter, and what the on-device check asks of it."""
+
+    configure: Callable[[tf.lite.TFLiteConverter, np.ndarray | None], None]
+    agreement: float  # minimum top-1 agreement with the Keras model (ondevice.check_run)
+    max_diff: float | None = None  # and max |probability difference|, where one is promised
+    waveform: bool = False  # raw audio in, the log-mel frontend inside
+    representative: bool = False  # calibrated on log-mels of real training notes
+
+
+# export --variants NAME -> ExportFormat, in export order; the file is RunFolder.tflite_file(NAME).
+# Adding a format: a configure function and the @export_format decorator.
+EXPORT_FORMATS: dict[str, ExportFormat] = {}
+
+
+def export_format(name: str, agreement: float, max_diff: float | None = None, **kwargs):
+    def register(configure):
+        EXPORT_FORMATS[name] = ExportFormat(configure, agreement, max_diff, **kwargs)
+        return configure
+
+    return register
+
+
+@export_format("fp32", agreement=1.00, max_diff=1e-4)
+def fp32(converter, representative) -> None:
+    """The float32 model as it is."""
+
+
+@export_format("fp16", agreement=0.99)
+def fp16(converter, representative) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+
+
+@export_format("dynamic_int8", agreement=0.97)
+def dynamic_int8(converter, representative) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+
+@export_format("int8", agreement=0.97, representative=True)
+def int8(converter, representative) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x[None]] for x in representative)
+    # Integer-only kernels inside; float32 input and output so callers need no scales.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+
+
+@export_format("waveform", agreement=1.00, max_diff=1e-3, waveform=True)  # TFLite vs TF frontend kernels
+def waveform(converter, representative) -> None:
+    """float32, with the frontend inside (waveform_model)."""
+
+
+def variant_files() -> dict[str, str]:
+    """Export format -> its file in a run folder."""
+    return {name: RunFolder.tflite_file(name) for name in EXPORT_FORMATS}
+
+
 def to_tflite(model: keras.Model, variant: str, representative: np.ndarray | None = None) -> bytes:
     """Convert a float32 Keras model; `representative` (log-mels) is needed for int8."""
-    keras_model = waveform_model(model) if variant == "waveform" else model
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if variant not in EXPORT_FORMATS:
+        raise ValueError(f"unknown TFLite variant {variant!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    fmt = EXPORT_FORMATS[variant]
+    if fmt.representative and representative is None:
+        raise ValueError(f"the {variant} model needs representative log-mels of real training notes")
+    converter = tf.lite.TFLiteConverter.from_keras_model(waveform_model(model) if fmt.waveform else model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if variant == "fp16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif variant == "dynamic_int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif variant == "int8":
-        if representative is None:
-            raise ValueError("the int8 model needs representative log-mels of real training notes")
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([x[None]] for x in representative)
-        # Integer-only kernels inside; float32 input and output so callers need no scales.
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    elif variant not in ("fp32", "waveform"):
-        raise ValueError(f"unknown TFLite variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    fmt.configure(converter, representative)
     with contextlib.redirect_stdout(io.StringIO()), native_stderr_silenced():
         flatbuffer = converter.convert()  # prints its trace signature and C++ log lines: noise for a user
     return add_metadata(flatbuffer, variant)
@@ -129,7 +164,7 @@ def model_metadata(variant: str) -> tuple[metadata_info.GeneralMd, metadata_info
         author="nsynth-keras",
         licenses="Apache-2.0 (model); trained on NSynth notes, CC BY 4.0",
     )
-    if variant == "waveform":
+    if EXPORT_FORMATS[variant].waveform:
         tensor = AudioTensorMd("waveform", f"raw mono float audio at {SAMPLE_RATE} Hz in [-1, 1], [1, {NUM_SAMPLES}] "
                                "(4 s); the log-mel frontend is inside the model", SAMPLE_RATE, 1)
     else:
@@ -198,7 +233,8 @@ def representative_features(spec: DataSpec, n: int = REPRESENTATIVE_NOTES, seed:
     return np.concatenate([x.numpy() for x, _ in ds])
 
 
-def export_run(run_dir: str, spec: DataSpec | None = None, variants=tuple(VARIANTS), log=print) -> dict[str, str]:
+def export_run(run_dir: str, spec: DataSpec | None = None, variants: tuple[str, ...] | None = None,
+               log=print) -> dict[str, str]:
     """Write the SavedModel and the TFLite variants into a run folder; return name -> path."""
     if not os.path.isdir(run_dir):
         raise RunError(f"{run_dir}: export takes a run folder (the folder that holds {RunFolder.MODEL}), "
@@ -210,164 +246,17 @@ def export_run(run_dir: str, spec: DataSpec | None = None, variants=tuple(VARIAN
     write_savedmodel(model, run.saved_model)
     written["saved_model"] = run.saved_model
     log(f"  {RunFolder.SAVED_MODEL + '/':<24}({time.time() - t:.1f} s)")
+    variants = tuple(EXPORT_FORMATS) if variants is None else variants
     representative = None
-    if "int8" in variants:
+    if any(EXPORT_FORMATS[v].representative for v in variants):
         if spec is None:
             raise ValueError("the int8 model needs --data-dir for representative training notes")
         representative = representative_features(spec)
     for variant in variants:
         t = time.time()
-        path = run.file(VARIANTS[variant])
+        path = run.file(RunFolder.tflite_file(variant))
         write_tflite(model, variant, path, representative)
         written[variant] = path
-        log(f"  {VARIANTS[variant]:<24}{os.path.getsize(path) / 1024:8.1f} KiB ({time.time() - t:.1f} s)")
+        log(f"  {RunFolder.tflite_file(variant):<24}{os.path.getsize(path) / 1024:8.1f} KiB ({time.time() - t:.1f} s)")
     write_labels(run.labels)
     return written
-
-
-# --------------------------------------------------------------------------- the on-device check
-
-# Minimum top-1 agreement with the Keras model, and max |prob diff| where one is promised.
-THRESHOLDS = {
-    RunFolder.TFLITE: (1.00, 1e-4),
-    "model_fp32.tflite": (1.00, 1e-4),  # the old name of model.tflite in earlier exports
-    VARIANTS["waveform"]: (1.00, 1e-3),  # float32 frontend in TFLite kernels vs TF kernels
-    VARIANTS["fp16"]: (0.99, None),
-    VARIANTS["dynamic_int8"]: (0.97, None),
-    VARIANTS["int8"]: (0.97, None),
-}
-DEFAULT_THRESHOLD = (0.97, None)
-LATENCY_CLIPS = 50
-
-
-def single_clip_latency_ms(clf, x: np.ndarray, n: int = LATENCY_CLIPS) -> float:
-    clf.predict(x[:1])  # warm-up (allocation, delegate set-up)
-    times = []
-    for i in range(min(n, len(x))):
-        t = time.perf_counter()
-        clf.predict(x[i : i + 1])
-        times.append(time.perf_counter() - t)
-    return 1000 * float(np.mean(times))
-
-
-def models_to_check(run: str) -> tuple[str, list[str]]:
-    """(the Keras reference, the .tflite files): a run folder's, or one .tflite file and its folder's model."""
-    if os.path.isfile(run) and run.endswith(".tflite"):
-        return find_model(os.path.dirname(os.path.abspath(run))), [run]
-    keras_path = find_model(run)
-    models = sorted(glob.glob(os.path.join(run, "*.tflite")))
-    if not models:
-        raise RunError(f"{run}: no .tflite models; run python -m nsynth_keras.train or nsynth_keras.export first")
-    return keras_path, models
-
-
-def check_row(name: str, kind: str, path: str, probs: np.ndarray, reference: np.ndarray, y: np.ndarray,
-              latency_ms: float, threshold: tuple[float, float | None], **extra) -> dict:
-    min_agree, max_diff = threshold
-    row = {
-        "model": name, "input": kind, "size_kib": round(os.path.getsize(path) / 1024, 1),
-        "agreement": float((probs.argmax(1) == reference.argmax(1)).mean()),
-        "max_abs_diff": float(np.abs(probs - reference).max()),
-        "accuracy": float((probs.argmax(1) == y).mean()),
-        "latency_ms": round(latency_ms, 3), "threshold_agreement": min_agree, "threshold_max_abs_diff": max_diff,
-        **extra,
-    }
-    row["passed"] = row["agreement"] >= min_agree and (max_diff is None or row["max_abs_diff"] <= max_diff)
-    return row
-
-
-def check_run(run: str, spec: DataSpec, split: str, mediapipe: bool = True) -> list[dict]:
-    """Every .tflite in the LiteRT interpreter; waveform models also in MediaPipe's AudioClassifier,
-    in clip mode (every note) and in stream mode (one note per family, played back to back)."""
-    keras_path, models = models_to_check(run)
-    notes = load_split(spec, split, ("audio", "mel", "family"))
-    waves, mels, y = notes["audio"], notes["mel"], notes["family"]
-    reference = KerasClassifier(keras_path).predict(mels)
-    rows = []
-    for path in models:
-        clf = TFLiteClassifier(path)
-        x = waves if clf.takes_waveform else mels
-        name = os.path.basename(path)
-        rows.append(check_row(name, "waveform [1, 64000]" if clf.takes_waveform else "log-mel [n, 64, 64, 1]", path,
-                              clf.predict(x), reference, y, single_clip_latency_ms(clf, x),
-                              THRESHOLDS.get(name, DEFAULT_THRESHOLD)))
-        if mediapipe and clf.takes_waveform:
-            probs, ms = mediapipe_clips(path, waves)
-            rows.append(check_row(f"{name} [MediaPipe clips]", "AudioClassifier, one 4 s clip per note", path,
-                                  probs, reference, y, ms, MEDIAPIPE_THRESHOLD))
-            order = [int(np.flatnonzero(y == f)[0]) for f in np.unique(y)]  # one note per family
-            t = time.perf_counter()
-            windows = mediapipe_stream(path, np.concatenate([waves[i] for i in order]))
-            ms = 1000 * (time.perf_counter() - t) / max(len(windows), 1)
-            starts = [start for start, _ in windows]
-            if starts != [NUM_SAMPLES / SAMPLE_RATE * k for k in range(len(order))]:
-                raise RunError(f"{path}: MediaPipe stream mode gave windows at {starts} s, not one per 4 s note")
-            rows.append(check_row(f"{name} [MediaPipe stream]", f"AudioClassifier stream, {len(order)} notes back "
-                                  "to back, 1 s chunks", path, np.stack([p for _, p in windows]), reference[order],
-                                  y[order], ms, MEDIAPIPE_THRESHOLD, windows=len(windows)))
-    return rows
-
-
-# MediaPipe runs the same TFLite kernels (XNNPACK) as LiteRT: the same top-1 on every note.
-MEDIAPIPE_THRESHOLD = (1.00, 1e-3)
-
-
-def mediapipe_options(path: str, **kwargs) -> mp_audio.AudioClassifierOptions:
-    read_metadata(path)  # one clear error for a model without TFLite Metadata
-    return mp_audio.AudioClassifierOptions(base_options=mp_tasks.BaseOptions(model_asset_path=path), **kwargs)
-
-
-def mediapipe_classifier(options: mp_audio.AudioClassifierOptions) -> mp_audio.AudioClassifier:
-    """MediaPipe's AudioClassifier; its C++ start-up log (no GPU, no EGL) silenced."""
-    with native_stderr_silenced():
-        return mp_audio.AudioClassifier.create_from_options(options)
-
-
-def mediapipe_probs(result) -> np.ndarray:
-    """An AudioClassifierResult -> probabilities [11] in family order."""
-    probs = np.zeros(len(FAMILIES), np.float32)
-    for category in result.classifications[0].categories:
-        probs[category.index] = category.score
-    return probs
-
-
-def mediapipe_clips(path: str, waves: np.ndarray) -> tuple[np.ndarray, float]:
-    """Probabilities [n, 11] from MediaPipe's AudioClassifier in clip mode, and ms per clip."""
-    options = mediapipe_options(path, running_mode=mp_audio.RunningMode.AUDIO_CLIPS)
-    probs, t = [], time.perf_counter()
-    with mediapipe_classifier(options) as classifier:
-        for wave in waves:
-            [result] = classifier.classify(mp_audio_data.AudioData.create_from_array(wave.astype(np.float64),
-                                                                                    SAMPLE_RATE))
-            probs.append(mediapipe_probs(result))
-    return np.stack(probs), 1000 * (time.perf_counter() - t) / max(len(waves), 1)
-
-
-def mediapipe_stream(path: str, recording: np.ndarray, chunk_seconds: float = 1.0) -> list[tuple[float, np.ndarray]]:
-    """(window start in s, probabilities) from MediaPipe's AudioClassifier in stream mode, fed in chunks
-    as a microphone would: one result per full 4 s window."""
-    windows: list[tuple[float, np.ndarray]] = []
-    options = mediapipe_options(path, running_mode=mp_audio.RunningMode.AUDIO_STREAM,
-                                result_callback=lambda result, ms: windows.append((ms / 1000, mediapipe_probs(result))))
-    chunk = int(chunk_seconds * SAMPLE_RATE)
-    with mediapipe_classifier(options) as classifier:
-        for start in range(0, len(recording), chunk):
-            data = mp_audio_data.AudioData.create_from_array(recording[start : start + chunk].astype(np.float64),
-                                                            SAMPLE_RATE)
-            classifier.classify_async(data, start * 1000 // SAMPLE_RATE)
-    return sorted(windows, key=lambda w: w[0])
-
-
-def litert_version() -> str:
-    return getattr(ai_edge_litert, "__version__", "?")
-
-
-def format_check_table(rows: list[dict]) -> str:
-    head = f"{'model':<42}{'KiB':>8}{'agree':>8}{'max|dp|':>10}{'acc':>7}{'ms/clip':>9}  result"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        rule = f">={r['threshold_agreement']:.0%}" + (f", <={r['threshold_max_abs_diff']:g}"
-                                                      if r["threshold_max_abs_diff"] else "")
-        lines.append(f"{r['model']:<42}{r['size_kib']:>8.1f}{r['agreement']:>8.3f}{r['max_abs_diff']:>10.2e}"
-                     f"{r['accuracy']:>7.3f}{r['latency_ms']:>9.3f}  {'ok' if r['passed'] else 'FAIL'} ({rule})")
-    return "\n".join(lines)

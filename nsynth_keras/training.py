@@ -20,18 +20,10 @@ import tensorflow as tf
 
 from nsynth_keras import distributed, plots, tflite
 from nsynth_keras.config import DEFAULT_RUNS_DIR, FAMILIES, NUM_CLASSES
-from nsynth_keras.data import DataError, DataSpec
+from nsynth_keras.data import NOTE_SOURCES, DataError, DataSpec
 from nsynth_keras.features import AUGMENTATIONS, FRONTEND, make_augment
-from nsynth_keras.model import HOMEWORK, build_cnn, feature_map_sizes
-from nsynth_keras.pipeline import split_features
-from nsynth_keras.runs import (
-    DivergedError,
-    RunError,
-    RunFolder,
+from nsynth_keras.files import (
     check_free_space,
-    check_out_dir,
-    check_run_name,
-    package_versions,
     pid_lock,
     read_history,
     read_json,
@@ -40,54 +32,73 @@ from nsynth_keras.runs import (
     write_json,
     write_labels,
 )
+from nsynth_keras.model import HOMEWORK, MODELS, build_cnn, feature_map_sizes
+from nsynth_keras.pipeline import split_features
+from nsynth_keras.runs import DivergedError, RunError, RunFolder, check_out_dir, check_run_name, package_versions
+from nsynth_keras.settings import setting
 
-PRECISIONS = {"off": "float32", "on": "mixed_float16", "fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
+PRECISIONS = {"off": "float32", "on": "mixed_float16", "bf16": "mixed_bfloat16"}
 # Settings that may change when a killed run is resumed; every other setting must match.
 RESUMABLE_CHANGES = ("epochs", "early_stopping", "overwrite", "out", "run_name", "cache_dir", "tflite", "origin")
+MODEL, TRAINING, OUTPUT = "model", "training", "output"  # flag groups in --help
 
 
 @dataclass
 class TrainConfig:
-    """Every training setting; the train command's flags map one to one onto these fields."""
+    """Every training setting, declared once: each field's default, help and choices also make the
+    train command's flag (``settings.add_flags``); config.json records them all."""
 
-    model: str = "baseline"  # baseline: the homework CNN; cnn: configured by the fields below
-    filters: tuple[int, ...] = HOMEWORK["filters"]
-    kernel_size: int = 3
-    padding: str = "same"
-    strides: int = 1
-    dropout: float = 0.0
-    dense_units: int = 0
-    batch_norm: bool = False
-    global_pool: bool = False
-    weight_decay: float = 0.0
-    epochs: int = 20
-    pretrain_epochs: int = 0  # first train on the extra notes alone, then fine-tune on the real ones
-    finetune_extra: float = 0.0  # with pretraining: extra notes per real note kept in the fine-tuning batches
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    lr_schedule: str = "constant"
-    augment: tuple[str, ...] = ()
-    label_smoothing: float = 0.0
-    class_weight: bool = False
-    early_stopping: int = 0
-    seed: int = 0
-    deterministic: bool = False
-    mixed_precision: str = "auto"
-    strategy: str = "default"
-    out: str = DEFAULT_RUNS_DIR
-    run_name: str | None = None
-    overwrite: bool = False
-    cache_dir: str | None = None
-    tflite: bool = True
+    model: str = setting("baseline", "baseline: the homework CNN; cnn: configured by the flags below",
+                         choices=tuple(MODELS), group=MODEL)
+    filters: tuple[int, ...] = setting(HOMEWORK["filters"], "kernels per conv block (cnn)", group=MODEL,
+                                       at_least=1)
+    kernel_size: int = setting(3, "conv kernel size (cnn)", group=MODEL, at_least=1)
+    padding: str = setting("same", "conv padding (cnn)", choices=("same", "valid"), group=MODEL)
+    strides: int = setting(1, "conv strides (cnn)", choices=(1, 2), group=MODEL)
+    dropout: float = setting(0.0, "Dropout rate after each block (cnn)", group=MODEL, at_least=0, below=1)
+    dense_units: int = setting(0, "hidden Dense width before the classifier, 0: none (cnn)", group=MODEL, at_least=0)
+    batch_norm: bool = setting(False, "batch normalisation after each conv (cnn)", group=MODEL)
+    global_pool: bool = setting(False, "global average pooling instead of Flatten (cnn)", group=MODEL)
+    weight_decay: float = setting(0.0, "L2 weight decay (cnn)", group=MODEL, at_least=0)
+    epochs: int = setting(20, "epochs", group=TRAINING, at_least=1)
+    pretrain_epochs: int = setting(0, "first train N epochs on the --extra-train notes alone, then fine-tune "
+                                      "--epochs on the real ones (0: mix them instead)", metavar="N",
+                                   group=TRAINING, at_least=0)
+    finetune_extra: float = setting(0.0, "with --pretrain-epochs: keep R extra notes per real note in the "
+                                         "fine-tuning batches, so families only the extra notes have (synth_lead) "
+                                         "are not forgotten", metavar="R", group=TRAINING, at_least=0)
+    batch_size: int = setting(32, "batch size (per replica with --strategy)", group=TRAINING, at_least=1)
+    learning_rate: float = setting(1e-3, "Adam learning rate", group=TRAINING, above=0)
+    lr_schedule: str = setting("constant", "learning-rate schedule over the epochs", choices=("constant", "cosine"),
+                               group=TRAINING)
+    augment: tuple[str, ...] = setting((), "training-only augmentations", choices=AUGMENTATIONS, metavar="AUG",
+                                       group=TRAINING)
+    label_smoothing: float = setting(0.0, "label smoothing for the cross-entropy", group=TRAINING, at_least=0,
+                                     below=1)
+    class_weight: bool = setting(False, "weight the loss by inverse family frequency (balanced)", group=TRAINING)
+    early_stopping: int = setting(0, "stop after PATIENCE epochs without a better val_accuracy (0: off)",
+                                  metavar="PATIENCE", group=TRAINING, at_least=0)
+    seed: int = setting(0, "seed for weights and shuffling", group=TRAINING)
+    deterministic: bool = setting(False, "enable TF op determinism: identical metrics for identical runs "
+                                         "(slower); --augment draws from stateful RNGs and is not bit-reproducible",
+                                  group=TRAINING)
+    mixed_precision: str = setting("auto", "auto: mixed_float16 when a GPU is visible, mixed_bfloat16 on a CPU "
+                                           "with native bf16 (avx512_bf16/amx_bf16), else float32; on: "
+                                           "mixed_float16; bf16: mixed_bfloat16; off: float32. Exports are always "
+                                           "float32", choices=("auto", *PRECISIONS), group=TRAINING)
+    strategy: str = setting("default", "default: one device; mirrored: all GPUs of this machine; multiworker: "
+                                       "several machines (TF_CONFIG)", choices=("default", "mirrored", "multiworker"),
+                            group=TRAINING)
+    out: str = setting(DEFAULT_RUNS_DIR, "folder for run folders", group=OUTPUT)
+    run_name: str | None = setting(None, "run folder name, one plain name inside --out (none: "
+                                         "<model>-<timestamp>); reuse a killed run's name to resume it",
+                                   group=OUTPUT)
+    overwrite: bool = setting(False, "replace an existing run folder of that name (only once the new run is "
+                                     "complete) and discard a killed run's partial folder", group=OUTPUT)
+    cache_dir: str | None = setting(None, "cache log-mels in files here (keyed by frontend, data settings and "
+                                          "seed; none: in memory)", group=OUTPUT)
+    tflite: bool = setting(True, "skip the model.tflite export", group=OUTPUT)
     origin: dict | None = None  # where the settings came from (e.g. a tuning project), recorded in config.json
-
-    @classmethod
-    def from_args(cls, args) -> TrainConfig:
-        """From an argparse Namespace whose flags are named like the fields (``--no-tflite`` -> tflite)."""
-        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-        if hasattr(args, "no_tflite"):
-            values["tflite"] = not args.no_tflite
-        return cls(**values)
 
     def __post_init__(self):
         self.filters = tuple(int(f) for f in self.filters)
@@ -95,7 +106,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         checks = [
-            (self.model in ("baseline", "cnn"), f"--model {self.model!r}: choose baseline or cnn"),
+            (self.model in MODELS, f"--model {self.model!r}: choose {' or '.join(MODELS)}"),
             (self.epochs >= 1, "--epochs must be at least 1"),
             (self.pretrain_epochs >= 0, "--pretrain-epochs must be 0 or more"),
             (math.isfinite(self.finetune_extra) and self.finetune_extra >= 0, "--finetune-extra must be 0 or more"),
@@ -113,6 +124,8 @@ class TrainConfig:
             (bool(self.filters) and min(self.filters) >= 1, "--filters must be positive kernel counts"),
             (set(self.augment) <= set(AUGMENTATIONS), f"--augment: choose from {', '.join(AUGMENTATIONS)}"),
             (self.mixed_precision in ("auto", *PRECISIONS), f"--mixed-precision {self.mixed_precision!r}"),
+            (self.padding in ("same", "valid"), f"--padding {self.padding!r}: choose same or valid"),
+            (self.lr_schedule in ("constant", "cosine"), f"--lr-schedule {self.lr_schedule!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -123,33 +136,11 @@ class TrainConfig:
         feature_map_sizes(kw["filters"], kw["kernel_size"], kw["padding"], kw["strides"])
 
     def model_kwargs(self) -> dict:
-        if self.model == "baseline":
-            return dict(HOMEWORK, name="baseline")
-        return {
-            "filters": self.filters, "kernel_size": self.kernel_size, "padding": self.padding,
-            "strides": self.strides, "dropout": self.dropout, "dense_units": self.dense_units,
-            "batch_norm": self.batch_norm, "global_pool": self.global_pool, "weight_decay": self.weight_decay,
-        }
+        """build_cnn's arguments for this model (model.MODELS)."""
+        return MODELS[self.model](dataclasses.asdict(self))
 
     def to_json(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    def to_argv(self) -> list[str]:
-        """The train command's flags for this config (fields left at their defaults are left out)."""
-        argv, default = [], TrainConfig()
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "origin" or value == getattr(default, f.name):
-                continue
-            if f.name == "tflite":
-                argv.append("--no-tflite")
-            elif isinstance(value, bool):
-                argv.append(f"--{f.name.replace('_', '-')}")
-            elif isinstance(value, tuple):
-                argv += [f"--{f.name.replace('_', '-')}", *map(str, value)]
-            else:
-                argv += [f"--{f.name.replace('_', '-')}", str(value)]
-        return argv
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -191,6 +182,14 @@ def balanced_class_weight(families: list[int] | None) -> dict[int, float]:
     return {i: float(len(families) / (present.sum() * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
+def learning_rate(config: TrainConfig, num_train: int, global_batch: int):
+    """The learning rate, or with --lr-schedule cosine a decay from it to 0 over every step of --epochs."""
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate,
+                                                      config.epochs * -(-num_train // global_batch))
+    return config.learning_rate
+
+
 def one_hot(x: tf.Tensor, y: tf.Tensor):
     return x, tf.one_hot(y, NUM_CLASSES)
 
@@ -230,10 +229,10 @@ def make_strategy(name: str) -> tuple[tf.distribute.Strategy, int, int]:
 
 
 def with_shard_policy(ds: tf.data.Dataset, source: str) -> tf.data.Dataset:
-    """json/wav file lists are sharded explicitly (OFF); TFDS TFRecords by file (FILE)."""
+    """File lists (json/wav) are sharded explicitly (OFF); sharded files (TFDS TFRecords) by file (FILE)."""
     options = tf.data.Options()
     policy = tf.data.experimental.AutoShardPolicy
-    options.experimental_distribute.auto_shard_policy = policy.OFF if source == "jsonwav" else policy.FILE
+    options.experimental_distribute.auto_shard_policy = policy.OFF if NOTE_SOURCES[source].file_list else policy.FILE
     return ds.with_options(options)
 
 
@@ -394,12 +393,9 @@ def fit(config: TrainConfig, data: TrainData, paths: RunPaths, strategy: tf.dist
         spec: DataSpec, worker: int = 0, verbose: int | str | None = None) -> keras.Model:
     """Build, compile and fit; return the model with its best-on-valid weights."""
     global_batch = config.batch_size * strategy.num_replicas_in_sync
-    steps = config.epochs * -(-(data.counts["train"] or 1) // global_batch)
-    lr = (keras.optimizers.schedules.CosineDecay(config.learning_rate, steps)
-          if config.lr_schedule == "cosine" else config.learning_rate)
     with strategy.scope():
         model = build_cnn(**config.model_kwargs())
-        compile_model(model, lr, config.label_smoothing)
+        compile_model(model, learning_rate(config, data.counts["train"] or 1, global_batch), config.label_smoothing)
     class_weight = balanced_class_weight(data.families) if config.class_weight else None
     fit_ds = data.train.map(one_hot)
     fit_valid = (data.valid if data.selection is None else data.selection).map(one_hot)  # chooses the best epoch
@@ -478,7 +474,7 @@ def finish(config: TrainConfig, spec: DataSpec, paths: RunPaths, model: keras.Mo
         "bad_notes_skipped": {"count": sum(map(len, data.skipped.values())), "notes": data.skipped},
         "train_seconds": round(train_seconds, 1),
         "tflite_note": f"{RunFolder.TFLITE} is the fp32 model; python -m nsynth_keras.export adds "
-                       + ", ".join(v for v in tflite.VARIANTS.values() if v != RunFolder.TFLITE),
+                       + ", ".join(v for v in tflite.variant_files().values() if v != RunFolder.TFLITE),
         "versions": package_versions(),
         "created": datetime.now().isoformat(timespec="seconds"),
     })
@@ -527,7 +523,7 @@ def _train_locked(config: TrainConfig, spec: DataSpec, log, verbose, strategy: t
             + (" (resuming from its last finished epoch)" if paths.resuming else ""))
         t0 = time.time()
         global_batch = config.batch_size * strategy.num_replicas_in_sync
-        shard = (num_workers, worker) if num_workers > 1 and spec.source == "jsonwav" else None
+        shard = (num_workers, worker) if num_workers > 1 and NOTE_SOURCES[spec.source].file_list else None
         if config.strategy != "default":
             log(f"Strategy {config.strategy}: {num_workers} worker(s), {strategy.num_replicas_in_sync} replica(s) "
                 f"in sync, global batch {global_batch} ({config.batch_size} per replica)"

@@ -15,10 +15,11 @@ import keras_tuner as kt
 
 from nsynth_keras.config import DEFAULT_RUNS_DIR
 from nsynth_keras.data import DataError, DataSpec
+from nsynth_keras.files import atomic_path, pid_lock, read_json, remove, write_json
 from nsynth_keras.model import build_cnn, feature_map_sizes
 from nsynth_keras.pipeline import split_features
 from nsynth_keras.plots import plot_tuning
-from nsynth_keras.runs import atomic_path, pid_lock, read_json, remove, write_json
+from nsynth_keras.settings import setting
 from nsynth_keras.training import TrainConfig, compile_model, one_hot
 
 SPACE = {
@@ -31,23 +32,29 @@ SPACE = {
     "dense_units": [0, 64, 128],
     "learning_rate": (1e-4, 3e-3),
 }
+ALGORITHMS = ("hyperband", "bayesian", "random")
 SEARCH_RECORD = "search.json"  # the data and settings a project was searched with
 SUMMARY_CSV, SUMMARY_PNG = "summary.csv", "summary.png"
 
 
 @dataclass
 class SearchConfig:
-    project: str = os.path.join(DEFAULT_RUNS_DIR, "tuning", "default")
-    algorithm: str = "hyperband"
-    max_trials: int = 20
-    epochs: int = 12
-    patience: int = 3
-    batch_size: int = 32
-    seed: int = 0
-    overwrite: bool = False
+    """A keras-tuner search's settings; each field is also the tune command's flag."""
+
+    project: str = setting(os.path.join(DEFAULT_RUNS_DIR, "tuning", "default"), "tuning project folder")
+    algorithm: str = setting("hyperband", "search algorithm", choices=ALGORITHMS)
+    max_trials: int = setting(20, "trials for bayesian/random", at_least=1)
+    epochs: int = setting(12, "max epochs per trial (and of the --export-best retraining)", at_least=1)
+    patience: int = setting(3, "EarlyStopping patience inside trials (and of the --export-best retraining)",
+                            at_least=0)
+    batch_size: int = setting(32, "batch size", at_least=1)
+    seed: int = setting(0, "seed")
+    overwrite: bool = setting(False, "start the search over (with --export-best: replace the exported run)")
+    # The settings a search hands to its --export-best retraining (as TrainConfig fields in best_train_config).
+    RETRAINING = ("epochs", "patience", "batch_size", "seed")
 
     def validate(self) -> None:
-        if self.algorithm not in ("hyperband", "bayesian", "random"):
+        if self.algorithm not in ALGORITHMS:
             raise DataError(f"--algorithm {self.algorithm!r}: choose hyperband, bayesian or random")
         if self.max_trials < 1:
             raise DataError("--max-trials must be at least 1 (keras-tuner reads 0 as 'no limit')")
@@ -59,7 +66,7 @@ class SearchConfig:
             raise DataError("--patience must be 0 or more and --batch-size at least 1")
 
 
-def cnn_kwargs(values: dict) -> dict:
+def trial_kwargs(values: dict) -> dict:
     """build_cnn arguments from a trial's hyperparameter values."""
     base, blocks = int(values["base_filters"]), int(values["blocks"])
     return {
@@ -89,7 +96,7 @@ class CNNHyperModel(kt.HyperModel):
             "dense_units": hp.Choice("dense_units", SPACE["dense_units"], default=0),
         }
         lr = hp.Float("learning_rate", *SPACE["learning_rate"], sampling="log", default=1e-3)
-        kwargs = cnn_kwargs(values)
+        kwargs = trial_kwargs(values)
         try:
             feature_map_sizes(kwargs["filters"], kwargs["kernel_size"], kwargs["padding"], kwargs["strides"])
         except ValueError as err:
@@ -193,7 +200,7 @@ def load_trials(project: str) -> list[dict]:
                "val_accuracy": best("val_accuracy"), "seconds": best("train_seconds"),
                "reason": (t.get("message") or "").strip().splitlines()[-1] if t.get("message") else ""}
         try:
-            row["params"] = build_cnn(**cnn_kwargs(values)).count_params()
+            row["params"] = build_cnn(**trial_kwargs(values)).count_params()
         except (ValueError, KeyError):
             row["params"] = None
         trials.append(row)
@@ -252,7 +259,7 @@ def best_train_config(project: str, search_settings: dict, **fields) -> TrainCon
     best = best_trial(project)
     settings = {"epochs": search_settings.get("epochs", 12), "early_stopping": search_settings.get("patience", 3),
                 "batch_size": search_settings.get("batch_size", 32), "seed": search_settings.get("seed", 0)}
-    config = TrainConfig(model="cnn", **cnn_kwargs(best), learning_rate=float(best["learning_rate"]),
+    config = TrainConfig(model="cnn", **trial_kwargs(best), learning_rate=float(best["learning_rate"]),
                          **{**settings, **fields})
     config.origin = {**(config.origin or {}), "tuning_project": os.path.abspath(project), "trial": best["trial"],
                      "val_accuracy_in_search": best["val_accuracy"]}

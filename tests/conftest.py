@@ -86,3 +86,23 @@ def tiny_nsynth(tmp_path) -> str:
         write_split(root, split, [{"instrument": name, "family": name.split("_")[0], "pitch": 48 + 7 * k + j}
                                   for k, name in enumerate(instruments) for j in range(2)])
     return str(root)
+
+
+def read_or_named_error(path):
+    """(header, clip) of a wav, or None when it is refused with an error that names the file."""
+    from nsynth_keras.audio import AudioError, probe_wav, read_wav
+
+    try:
+        return probe_wav(str(path)), read_wav(str(path))
+    except AudioError as err:
+        assert str(path) in str(err)
+        return None
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for the distributed tests' chief)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,5 +1,6 @@
 """Smoke tests: each bench script runs on a few real notes and reports its figures."""
 
+import json
 import os
 import sys
 
@@ -54,4 +55,18 @@ def test_speed_bench_compares_keras_and_pytorch_side_by_side(data_dir, tmp_path)
                          "--cells", "keras float32", "torch float32", "--json", str(out)])
     assert set(result["examples_per_s"]) == {"keras float32", "torch float32"}
     assert all(v > 0 for v in result["examples_per_s"].values()) and result["keras_over_torch_float32"] > 0
-    assert "avx512_bf16" in result["cpu"] and out.exists()
+    from nsynth_keras.training import cpu_flags
+
+    assert out.exists() and result["cpu"]["avx512_bf16"] == ("avx512_bf16" in cpu_flags())
+
+
+@pytest.mark.slow
+def test_predict_memory_bench_streams_long_recordings(tmp_path):
+    import predict_memory
+
+    assert predict_memory.main(["--quick", "--cache", str(tmp_path / "cache"), "--results", str(tmp_path)]) == 0
+    cases = json.load(open(tmp_path / "predict_memory_quick.json"))["cases"]
+    assert list(cases) == ["one 4 s note (the floor)", "1 x 1 min 16 kHz mono", "2 x 1 min 16 kHz mono"]
+    assert all(c["exit_code"] == 0 and c["peak_rss_mib"] > 0 for c in cases.values())
+    rows = (tmp_path / "cache" / "out.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 15  # the header, then every 4 s window of both one-minute files

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from nsynth_keras import export, tflite, tflite_check
+from nsynth_keras import export, ondevice, tflite, tflite_check
 from nsynth_keras.data import DataSpec, Filters
 from nsynth_keras.features import log_mel
 from nsynth_keras.inference import TFLiteClassifier
@@ -21,8 +21,8 @@ def exported_run(trained_run, data_dir):
 
 def test_every_format_is_written_with_labels(exported_run):
     names = set(os.listdir(exported_run))
-    assert set(tflite.VARIANTS.values()) <= names and "saved_model" in names and "labels.txt" in names
-    for variant, name in tflite.VARIANTS.items():
+    assert set(tflite.variant_files().values()) <= names and "saved_model" in names and "labels.txt" in names
+    for variant, name in tflite.variant_files().items():
         path = os.path.join(exported_run, name)
         assert tflite.read_labels(path)[0] == "bass" and len(tflite.read_labels(path)) == 11
         clf = TFLiteClassifier(path)  # loads in the LiteRT interpreter
@@ -52,7 +52,7 @@ def test_tflite_check_meets_thresholds_on_real_notes(exported_run, data_dir, cap
 
 
 def test_every_model_carries_tflite_metadata(exported_run):
-    for variant, name in tflite.VARIANTS.items():
+    for variant, name in tflite.variant_files().items():
         md = tflite.read_metadata(os.path.join(exported_run, name))
         assert md["name"] == f"NSynth instrument family classifier ({variant})"
         assert md["version"] and md["author"] == "nsynth-keras" and "CC BY 4.0" in md["license"]
@@ -71,7 +71,7 @@ def test_every_model_carries_tflite_metadata(exported_run):
 def test_mediapipe_stream_mode_follows_a_real_recording(exported_run, data_dir):
     notes = load_split(DataSpec(data_dir=data_dir, filters=Filters(max_examples=5)), "test", ("audio",))["audio"]
     path = os.path.join(exported_run, "model_waveform.tflite")
-    windows = tflite.mediapipe_stream(path, np.concatenate(notes), chunk_seconds=0.5)
+    windows = ondevice.mediapipe_stream(path, np.concatenate(notes), chunk_seconds=0.5)
     assert [t for t, _ in windows] == [0.0, 4.0, 8.0, 12.0, 16.0]  # one window per note, in order
     each = TFLiteClassifier(path).predict(notes)
     np.testing.assert_allclose(np.stack([p for _, p in windows]), each, atol=1e-3)

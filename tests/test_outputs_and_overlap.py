@@ -20,11 +20,12 @@ from nsynth_keras import predict, render, train
 from nsynth_keras.audio import AudioError, open_recording, recording_windows
 from nsynth_keras.config import NUM_SAMPLES, SAMPLE_RATE
 from nsynth_keras.data import DataError, DataSpec, Filters, make_dataset, read_examples
+from nsynth_keras.files import atomic_path, check_free_space
 from nsynth_keras.model import build_baseline
 from nsynth_keras.pipeline import cache_key
 from nsynth_keras.rendering import RenderConfig, load_program_map
 from nsynth_keras.rendering import render as render_notes
-from nsynth_keras.runs import RunError, atomic_path, check_free_space
+from nsynth_keras.runs import RunError
 from nsynth_keras.training import TrainConfig
 from nsynth_keras.training import train as train_run
 from nsynth_keras.tuning import SearchConfig, search

@@ -25,7 +25,7 @@ from nsynth_keras.model import build_baseline
 from nsynth_keras.runs import RunError, RunFolder, check_run_name
 from nsynth_keras.training import StopOnNonFinite, TrainConfig, fit_callbacks, prepare_run_folder
 from nsynth_keras.tuning import SearchConfig, project_lock, search
-from tests.test_reliability import read_or_named_error
+from tests.conftest import read_or_named_error
 
 
 def sentinel_tree(root):
@@ -66,11 +66,15 @@ def test_out_that_is_a_file_or_bad_flag_values_are_one_line_errors(tmp_path, cap
     a_file.write_text("x")
     assert train.main(["--out", str(a_file), "--data-dir", str(tmp_path)]) == 2
     assert "is a file" in capsys.readouterr().err
-    for flags, message in ((["--learning-rate", "-1"], "--learning-rate"), (["--epochs", "0"], "--epochs"),
-                           (["--dropout", "1.5"], "--dropout")):
-        assert train.main([*flags, "--out", str(tmp_path)]) == 2
+    for flags, message in ((["--learning-rate", "-1"], "argument --learning-rate: '-1' must be above 0"),
+                           (["--epochs", "0"], "argument --epochs: '0' must be at least 1"),
+                           (["--dropout", "1.5"], "argument --dropout: '1.5' must be below 1")):
+        with pytest.raises(SystemExit) as exit_:  # refused where the flag is parsed: usage + one error line
+            train.main([*flags, "--out", str(tmp_path)])
         err = capsys.readouterr().err
-        assert message in err and err.count("\n") == 1
+        assert exit_.value.code == 2 and err.strip().splitlines()[-1].endswith(message)
+    with pytest.raises(RunError, match="--dropout must be in"):  # the library checks configs made in code
+        TrainConfig(dropout=1.5).validate()
 
 
 def test_a_failed_train_leaves_no_partial_folder(tmp_path, capsys):
@@ -292,17 +296,26 @@ def test_predict_reads_files_in_batches_in_order(trained_run, real_wav, tmp_path
     assert [p["file"] for p in doc["predictions"]] == files
 
 
-def test_tflite_files_are_deterministic():
+def test_tflite_files_are_deterministic_whatever_the_clock_says(monkeypatch):
+    """The metadata's zip is stamped with the current time unless the export fixes its dates: two exports
+    a day apart must still give the same bytes (this fails without tflite.fixed_zip_dates)."""
+    import time
+
     model = build_baseline()
-    assert tflite.to_tflite(model, "fp32") == tflite.to_tflite(model, "fp32")
+    first = tflite.to_tflite(model, "fp32")
+    later = time.time() + 86_400 * 3
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert tflite.to_tflite(model, "fp32") == first
 
 
 def test_tune_limits_are_validated_and_a_project_has_one_process(tmp_path, data_dir, capsys):
-    for flags, message in ((["--max-trials", "0"], "--max-trials must be at least 1"),
-                           (["--epochs", "0"], "--epochs must be at least 1")):
-        assert tune.main(["--data-dir", data_dir, "--project", str(tmp_path / "p"), "--algorithm", "random",
-                          *flags]) == 2
+    for flags, message in ((["--max-trials", "0"], "argument --max-trials: '0' must be at least 1"),
+                           (["--epochs", "0"], "argument --epochs: '0' must be at least 1")):
+        with pytest.raises(SystemExit):
+            tune.main(["--data-dir", data_dir, "--project", str(tmp_path / "p"), "--algorithm", "random", *flags])
         assert message in capsys.readouterr().err
+    with pytest.raises(DataError, match="--max-trials must be at least 1"):
+        SearchConfig(max_trials=0).validate()
     project = tmp_path / "locked"
     project.mkdir()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

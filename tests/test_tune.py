@@ -2,7 +2,6 @@ import csv
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -10,6 +9,7 @@ import keras_tuner as kt
 import pytest
 
 from nsynth_keras import tune, tuning
+from tests.conftest import free_port
 
 TINY = ["--max-examples", "60", "--epochs", "1", "--batch-size", "16"]
 
@@ -59,12 +59,6 @@ def test_search_resume_summary_and_export_best(data_dir, tmp_path, capsys):
     cfg = json.load(open(run / "config.json"))
     assert cfg["data"]["pitch_max"] == 70 and cfg["data"]["max_examples"] == 60
     assert cfg["settings"]["origin"]["from_command_line"] == ["epochs", "pitch_max"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_distributed_chief_and_two_workers_share_trials(data_dir, tmp_path):

@@ -1,0 +1,28 @@
+"""The project's errors: one base class, so every command turns any of them into one line and exit code 2."""
+
+from __future__ import annotations
+
+
+class ProjectError(ValueError):
+    """Bad input or a refused action, in a sentence that names the file or flag and what to do."""
+
+
+class DataError(ProjectError):
+    """A data source that cannot be read; the message says what to do."""
+
+
+class RunError(ProjectError):
+    """A run folder, model file or output path that cannot be used."""
+
+
+class DivergedError(RunError):
+    """Training produced a NaN or infinite loss or weights: the run is worthless, not resumable."""
+
+
+class AudioError(ProjectError):
+    """A wav file that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem

@@ -1,0 +1,136 @@
+"""Config dataclasses -> command-line flags, declared once.
+
+A field made with ``setting(default, help, ...)`` carries its help, choices and flag name; ``add_flags``
+turns every such field of a dataclass into an argparse flag, and ``given`` reads back only the fields the
+user set, so a command builds its config as ``replace(base, **given(args, Config))`` where the base is the
+dataclass defaults, a recorded config (``--config run/config.json``) or a tuning project's best trial.
+(The pattern of Hugging Face's HfArgumentParser, on plain dataclasses.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import types
+import typing
+from typing import Any
+
+META = "flag"  # the metadata key of a field that is a flag
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
+            flag: str | None = None, metavar: str | None = None, group: str = "", above: float | None = None,
+            at_least: float | None = None, below: float | None = None) -> Any:
+    """A dataclass field that is also a command-line flag (``--<name>`` unless ``flag`` says otherwise).
+    ``above``/``at_least``/``below`` bound numbers (checked at parse time, with the flag's name)."""
+    meta = {META: {"help": help, "choices": choices, "flag": flag, "metavar": metavar, "group": group,
+                   "above": above, "at_least": at_least, "below": below}}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple default, or a default_factory")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    return f.metadata[META]["flag"] or "--" + f.name.replace("_", "-")
+
+
+def flag_fields(cls) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if META in f.metadata]
+
+
+def number_type(kind: type, above: float | None = None, at_least: float | None = None,
+                below: float | None = None):
+    """An argparse type: a finite int or float, optionally bounded."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError(f"{text!r} must be above {above:g}")
+        if at_least is not None and value < at_least:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {at_least:g}")
+        if below is not None and not value < below:
+            raise argparse.ArgumentTypeError(f"{text!r} must be below {below:g}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _base(hint) -> tuple[type, bool]:
+    """(the value type, whether the field is a tuple of them) of an annotation like ``int | None``."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return _base(args[0])
+    if typing.get_origin(hint) is tuple:
+        return args[0], True
+    return hint, False
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)) or "none"
+    return str(value)
+
+
+def add_flags(parser: argparse.ArgumentParser, cls, *, exclude: tuple[str, ...] = (),
+              groups: dict[str, argparse._ArgumentGroup] | None = None) -> None:
+    """One flag per ``setting`` field of cls; every default is SUPPRESS, so ``given`` sees only what was set."""
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    groups = {} if groups is None else groups
+    for f in flag_fields(cls):
+        if f.name in exclude:
+            continue
+        m = f.metadata[META]
+        title = m["group"]
+        if title and title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        target = groups.get(title, parser)
+        kind, many = _base(hints[f.name])
+        default = getattr(defaults, f.name)
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        name = flag_name(f)
+        if kind is bool:
+            if default:  # a setting that is on by default gets a --no-... flag
+                name = m["flag"] or "--no-" + f.name.replace("_", "-")
+                kw["action"] = "store_false"
+            else:
+                kw["action"] = "store_true"
+            target.add_argument(name, help=m["help"], **kw)
+            continue
+        if kind in (int, float):
+            kw["type"] = number_type(kind, m["above"], m["at_least"], m["below"])
+        if many:
+            kw["nargs"] = "+"
+        if m["choices"]:
+            kw["choices"] = m["choices"]
+        if m["metavar"]:
+            kw["metavar"] = m["metavar"]
+        listed = f"; choose from {', '.join(map(str, m['choices']))}" if m["choices"] and m["metavar"] else ""
+        target.add_argument(name, help=f"{m['help']}{listed} (default: {_shown(default)})", **kw)
+
+
+def given(args: argparse.Namespace, cls) -> dict[str, Any]:
+    """The fields of cls the command line set, converted to the field types (lists become tuples)."""
+    out = {}
+    for f in flag_fields(cls):
+        if hasattr(args, f.name):
+            value = getattr(args, f.name)
+            out[f.name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def from_dict(cls, values: dict) -> Any:
+    """A config from a recorded dict (config.json): unknown keys refused by name, lists made tuples."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown settings {', '.join(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

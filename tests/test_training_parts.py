@@ -1,0 +1,81 @@
+"""The training building blocks: augmentations (and their registry), class weights, the cosine schedule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nsynth_keras import features
+from nsynth_keras.config import NUM_CLASSES, TOP_DB
+from nsynth_keras.data import DataError
+from nsynth_keras.features import AUGMENTATIONS, make_augment
+from nsynth_keras.training import TrainConfig, balanced_class_weight, learning_rate
+
+
+@pytest.fixture
+def batch():
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(-1, 1, (8, 64, 64, 1)).astype(np.float32))
+    y = tf.one_hot(np.arange(8) % NUM_CLASSES, NUM_CLASSES)
+    return x, y
+
+
+def test_each_augmentation_changes_notes_as_it_says(batch):
+    x, y = batch
+    tf.random.set_seed(1)
+    for name, fn in AUGMENTATIONS.items():
+        ax, ay = fn(x, y)
+        assert ax.shape == x.shape and ay.shape == y.shape, name
+        assert float(tf.reduce_min(ax)) >= -1.0 and float(tf.reduce_max(ax)) <= 1.0, name
+    masked, _ = features.spec_augment(x, y)
+    assert float(tf.reduce_mean(tf.cast(masked == 0.0, tf.float32))) > 0.01  # masked bins are filled with 0
+    gained, _ = features.gain(x, y)
+    offset = (gained - x).numpy()
+    inside = np.abs(x.numpy()) < 0.8  # away from the clip at +-1, a note moves by one offset
+    per_note = [np.ptp(offset[i][inside[i]]) for i in range(len(x))]
+    assert max(per_note) < 1e-5 and np.abs(offset).max() <= 6 / (TOP_DB / 2) + 1e-6
+    shifted, _ = features.shift(x, y, max_frames=6)
+    k = int(np.argmax(np.any(shifted.numpy() != -1.0, axis=(0, 2, 3))))
+    np.testing.assert_array_equal(shifted.numpy()[:, k:], x.numpy()[:, : 64 - k])
+    rolled, _ = features.mel_roll(x, y)
+    assert any(np.array_equal(rolled.numpy(), np.roll(x.numpy(), r, axis=2)) for r in range(-2, 3))
+    mixed_x, mixed_y = features.mixup(x, y)
+    np.testing.assert_allclose(tf.reduce_sum(mixed_y, 1).numpy(), 1.0, atol=1e-6)
+
+
+def test_make_augment_applies_the_registry_in_order_and_a_new_one_is_one_function(batch):
+    x, y = batch
+    calls = []
+
+    @features.augmentation("negate")
+    def negate(x, y):
+        calls.append("negate")
+        return -x, y
+
+    try:
+        out, _ = make_augment(["negate"])(x, y)
+        np.testing.assert_array_equal(out.numpy(), -x.numpy())
+        assert calls == ["negate"]
+        with pytest.raises(ValueError, match="unknown augmentation"):
+            make_augment(["nope"])
+    finally:
+        del AUGMENTATIONS["negate"]
+    assert list(AUGMENTATIONS) == ["specaugment", "gain", "shift", "mel_roll", "mixup"]
+
+
+def test_balanced_class_weights_and_missing_families():
+    weights = balanced_class_weight([0, 0, 0, 1])
+    assert weights[0] == pytest.approx(4 / (2 * 3)) and weights[1] == pytest.approx(4 / (2 * 1))
+    assert all(weights[i] == 0.0 for i in range(2, NUM_CLASSES))
+    with pytest.raises(DataError, match="needs the family of every training note"):
+        balanced_class_weight(None)
+
+
+def test_cosine_schedule_decays_to_zero_over_every_step():
+    assert learning_rate(TrainConfig(learning_rate=3e-3), 100, 32) == 3e-3
+    schedule = learning_rate(TrainConfig(learning_rate=3e-3, lr_schedule="cosine", epochs=5), 100, 32)
+    steps = 5 * 4  # ceil(100 / 32) steps an epoch
+    assert float(schedule(0)) == pytest.approx(3e-3)
+    assert float(schedule(steps // 2)) == pytest.approx(1.5e-3, rel=1e-3)
+    assert float(schedule(steps)) == pytest.approx(0.0, abs=1e-9)
