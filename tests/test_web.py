@@ -1,0 +1,151 @@
+"""The exported model in a real browser: the demo page (MediaPipe Tasks for Web) in headless Chromium.
+
+Needs the browser extra (Debian chromium, npm ci --prefix web, Playwright for Python); .ci/run installs it,
+and these tests skip, saying what is missing, where it is not installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+
+import numpy as np
+import pytest
+
+from nsynth_keras import tflite_check, web
+from nsynth_keras.errors import RunError
+from nsynth_keras.tflite import export_run
+from nsynth_keras.webpage import (
+    MEDIAPIPE_JS,
+    WEB_DIR,
+    check_page_files,
+    chromium_path,
+    headless_page,
+    serve,
+    wait_until_ready,
+    waveform_model,
+)
+
+
+def missing_extra() -> str | None:
+    try:
+        chromium_path()
+    except RunError as err:
+        return str(err)
+    if not os.path.isdir(os.path.join(WEB_DIR, MEDIAPIPE_JS)):
+        return "web/node_modules is missing: npm ci --prefix web"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "Playwright is missing: pip install --no-deps -r requirements-web.txt"
+    return None
+
+
+if missing_extra() and os.environ.get("NSYNTH_REQUIRE_BROWSER"):  # CI installs the extra: never skip there
+    raise RuntimeError(f"NSYNTH_REQUIRE_BROWSER is set but the browser extra is missing: {missing_extra()}")
+browser = pytest.mark.skipif(missing_extra() is not None, reason=f"browser extra not installed: {missing_extra()}")
+
+
+@pytest.fixture(scope="module")
+def waveform_run(trained_run, tmp_path_factory) -> str:
+    run = str(tmp_path_factory.mktemp("web") / "run")
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("*.tflite", "saved_model"))
+    export_run(run, variants=("waveform",), log=lambda *a: None)
+    return run
+
+
+@browser
+def test_the_page_agrees_with_keras_on_every_real_test_note(waveform_run, data_dir, capsys):
+    assert tflite_check.main([waveform_run, "--data-dir", data_dir, "--split", "test", "--browser"]) == 0
+    out = capsys.readouterr().out
+    rows = {r["model"]: r for r in json.load(open(os.path.join(waveform_run, "tflite_check_test.json")))}
+    page, windows = rows["model_waveform.tflite [browser]"], rows["model_waveform.tflite [browser windows]"]
+    assert page["agreement"] == 1.0 and page["max_abs_diff"] < 1e-3 and page["passed"]
+    assert page["accuracy"] == rows["model_waveform.tflite"]["accuracy"]
+    # one note per family back to back: each 4 s window names its own note's family as Keras does
+    assert windows["windows"] >= 10 and windows["agreement"] == 1.0
+    assert "the page loaded the model" in out
+
+
+@browser
+def test_a_dropped_note_is_named_and_a_screenshot_shows_it(waveform_run, real_wav, tmp_path):
+    shot = tmp_path / "page.png"
+    with serve(waveform_model(waveform_run)) as url, headless_page(url) as page:
+        ready = wait_until_ready(page)
+        assert ready["labels"][0] == "bass" and len(ready["labels"]) == 11
+        assert "version 0.1.0" in page.text_content("#model")
+        page.set_input_files("#files", real_wav)
+        page.wait_for_selector(".item .guess")
+        card = page.text_content(".item")
+        assert os.path.basename(real_wav) in card and "%" in card
+        assert page.query_selector_all(".item .guess").__len__() == 3
+        page.screenshot(path=str(shot), full_page=True)
+        assert page.errors == []
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+@browser
+def test_a_file_that_is_not_audio_and_a_corrupt_model_show_the_pages_error(waveform_run, tmp_path):
+    text = tmp_path / "notes.wav"
+    text.write_text("these are not samples")
+    with serve(waveform_model(waveform_run)) as url, headless_page(url) as page:
+        wait_until_ready(page)
+        page.set_input_files("#files", str(text))
+        page.wait_for_selector(".item .error")
+        assert "not an audio file this browser can decode" in page.text_content(".item .error")
+    corrupt = tmp_path / "model_waveform.tflite"
+    corrupt.write_bytes(open(waveform_model(waveform_run), "rb").read()[:5000])
+    with serve(str(corrupt)) as url, headless_page(url) as page:
+        with pytest.raises(RunError, match="the page could not load the model"):
+            wait_until_ready(page)
+        assert "cannot be used" in page.text_content("#model")
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(b"\0" * 64)
+    with serve(str(bare)) as url, headless_page(url) as page:
+        with pytest.raises(RunError, match="no TFLite Metadata"):
+            wait_until_ready(page)
+
+
+@browser
+def test_the_web_command_serves_the_page_with_the_right_types(waveform_run):
+    proc = subprocess.Popen([sys.executable, "-m", "nsynth_keras.web", waveform_run, "--port", "0"],
+                            stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(WEB_DIR))
+    try:
+        line = proc.stdout.readline()
+        url = line.split(" at ")[1].split()[0]
+        assert url.startswith("http://127.0.0.1:")
+        types = {}
+        for path in ("", "app.mjs", "model/info.json", "model/model_waveform.tflite",
+                     "node_modules/@mediapipe/tasks-audio/wasm/audio_wasm_internal.wasm"):
+            with urllib.request.urlopen(url + path) as r:
+                types[path] = r.headers["Content-Type"]
+                body = r.read()
+            if path == "model/info.json":
+                assert json.loads(body)["labels"][9] == "synth_lead"
+        assert types["app.mjs"] == "text/javascript" and types["model/info.json"] == "application/json"
+        assert types["node_modules/@mediapipe/tasks-audio/wasm/audio_wasm_internal.wasm"] == "application/wasm"
+        assert types[""].startswith("text/html")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_web_command_says_what_is_missing(trained_run, tmp_path, capsys):
+    assert web.main([trained_run]) == 2
+    assert "no model_waveform.tflite; run python -m nsynth_keras.export" in capsys.readouterr().err
+    page = tmp_path / "web"
+    page.mkdir()
+    (page / "index.html").write_text("<html></html>")
+    with pytest.raises(RunError, match="npm ci --prefix web"):
+        check_page_files(str(page))
+
+
+def test_model_info_reports_a_model_without_metadata(tmp_path):
+    from nsynth_keras.webpage import model_info
+
+    path = tmp_path / "bare.tflite"
+    path.write_bytes(np.zeros(64, np.uint8).tobytes())
+    assert "no TFLite Metadata" in model_info(str(path))["error"]
