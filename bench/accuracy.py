@@ -77,6 +77,9 @@ CONFIGS = {
     # batches, the best epoch chosen on real valid + held-out synthesized instruments (all 11 families).
     "wide+augment+5sf+synth-keep": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10, "finetune_extra": 0.5},
                                     (*SF5, "synth"), {"select_extra": (HELDOUT,)}),
+    # The same keeping without the selection set (best epoch on the real valid notes only): which part does what.
+    "wide+augment+5sf+synth-keep-noselect": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10, "finetune_extra": 0.5},
+                                             (*SF5, "synth"), {}),
 }
 
 

@@ -60,7 +60,8 @@ def feature_map_sizes(
             raise ValueError(
                 f"configuration filters={tuple(filters)} kernel_size={kernel_size} padding={padding} "
                 f"strides={strides} shrinks the {size}x{size} input of conv block {i} to {max(conv, 0)}x"
-                f"{max(conv, 0)}, too small for the 2x2 max-pool: use fewer blocks, stride 1 or 'same' padding"
+                f"{max(conv, 0)}, too small for the 2x2 max-pool: use fewer blocks"
+                + (", stride 1" if strides > 1 else "") + (" or 'same' padding" if padding == "valid" else "")
             )
         size = conv // 2
         sizes.append(size)

@@ -47,7 +47,7 @@ def plot_learning_curves(history: dict[str, list[float]], path: str | None = Non
         ax.set_ylabel(metric)
         ax.set_title(f"{metric}: train vs valid")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(loc="best", fontsize=8, framealpha=0.6)
     fig.suptitle("Learning curves (a widening gap means over-fitting)")
     return save_figure(fig, path)
 
@@ -166,10 +166,31 @@ def plot_kernels(model, path: str | None = None):
     return save_figure(fig, path)
 
 
+def block_outputs(model) -> list:
+    """The layer whose output is each conv block's activation, for any Sequential CNN: the ReLU (or other
+    activation layer) after a Conv2D, else the first BatchNormalization/activation after it, else the Conv2D
+    itself when it carries a fused activation (``Conv2D(..., activation="relu")``)."""
+    layers, outputs = model.layers, []
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, keras.layers.Conv2D):
+            continue
+        chosen = layer
+        for after in layers[i + 1 :]:
+            if isinstance(after, (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU)):
+                chosen = after
+                break
+            if not isinstance(after, keras.layers.BatchNormalization):
+                break  # a pooling or dropout layer: the block's activation was the conv (or BN) output
+            chosen = after
+        outputs.append(chosen)
+    if not outputs:
+        raise ValueError(f"model {model.name!r} has no Conv2D layer to look inside")
+    return outputs
+
+
 def block_activations(model, x: np.ndarray) -> list[np.ndarray]:
-    """Each conv block's ReLU output for log-mels x: a list of [n, h, w, channels]."""
-    relus = [layer for layer in model.layers if isinstance(layer, keras.layers.ReLU)]
-    probe = keras.Model(model.inputs, [layer.output for layer in relus])
+    """Each conv block's activation for log-mels x: a list of [n, h, w, channels]."""
+    probe = keras.Model(model.inputs, [layer.output for layer in block_outputs(model)])
     outputs = probe.predict(x, batch_size=64, verbose=0)
     return outputs if isinstance(outputs, list) else [outputs]
 

@@ -2,6 +2,7 @@
 and is stored without outputs."""
 
 import os
+import re
 
 import nbformat
 import pytest
@@ -32,12 +33,12 @@ def test_notebook_shows_the_homework_steps_inline():
         assert hidden not in source, hidden
 
 
-def test_notebook_executes_without_error(data_dir, tmp_path, monkeypatch):
+def run_notebook(data_dir: str, runs_dir, monkeypatch) -> nbformat.NotebookNode:
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     monkeypatch.setenv("NSYNTH_DATA_DIR", os.path.abspath(data_dir))
-    monkeypatch.setenv("NSYNTH_RUNS_DIR", str(tmp_path))
+    monkeypatch.setenv("NSYNTH_RUNS_DIR", str(runs_dir))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(nb, timeout=900, kernel_name="python3",
                             resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}})
@@ -45,12 +46,74 @@ def test_notebook_executes_without_error(data_dir, tmp_path, monkeypatch):
         client.execute()
     except CellExecutionError as err:
         pytest.fail(f"notebook cell failed:\n{str(err)[-3000:]}")
+    return nb
+
+
+def printed(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def check_stated_numbers(nb, data_dir: str) -> None:
+    """Every number the notebook states about its data or results comes from the run: the markdown states
+    none (no counts of notes or instruments, no accuracies), and the printed counts match the data folder."""
+    from nsynth_keras.data import read_examples
+
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            # (figures of the whole NSynth release, like "305,000 notes", are facts, not results of this run)
+            assert not re.search(r"(?<![\d,])\d+ (notes|instruments)\b|\b0\.\d\d", cell.source), cell.source[:200]
+    text = printed(nb)
+    test = read_examples(data_dir, "test")
+    valid = read_examples(data_dir, "valid")
+    train = read_examples(data_dir, "train")
+    assert f"Test split: {len(test)} notes of {len(set(test.instrument))} instruments never heard" in text
+    assert f"({len(valid)} notes)" in text
+    control = int(re.search(r"(\d+) held out as the control", text).group(1))
+    assert f"{len(train) - control} training notes, {control} held out" in text
+    assert f"control: {control} held-out notes of training instruments" in text
+
+
+def test_notebook_executes_without_error(data_dir, tmp_path, monkeypatch):
+    nb = run_notebook(data_dir, tmp_path, monkeypatch)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     images = sum(1 for o in outputs if "image/png" in o.get("data", {}))
     assert images >= 9  # mels, curves, confusion, augmentations, rendered vs real, two confusions, tuning, kernels, ...
-    text = "".join(o.get("text", "") for o in outputs)
+    text = printed(nb)
     assert "This notebook ran in" in text and "homework CNN + rendered notes" in text
     assert "shuffle=True` was passed" not in text  # no misleading warnings
     assert "\u2501" not in text and "\r" not in text  # no progress bars (one line per epoch instead)
-    assert os.path.exists(tmp_path / "walkthrough-baseline" / "model_waveform.tflite")
+    assert os.path.exists(tmp_path / "walkthrough-student" / "model_waveform.tflite")  # the student model, exported
+    assert "every model agrees with Keras within its threshold" in text
     assert not os.path.exists(tmp_path / "mels_by_family.png")  # plots stay in the notebook
+    check_stated_numbers(nb, data_dir)
+
+
+@pytest.mark.slow
+def test_notebook_on_the_no_nsynth_path_has_no_leakage_and_says_what_it_ran_on(tmp_path, monkeypatch):
+    """The README's no-NSynth path: instrument-disjoint splits rendered from the shipped SoundFont. The
+    notebook's rendered-notes section must leave out the valid/test programs (the extra-data check refuses any
+    overlap, so this run failing would mean leakage), and its text must describe this data, not the subset."""
+    from nsynth_keras.rendering import RenderConfig, render
+
+    data = tmp_path / "sf-nsynth"
+    for split, programs in NO_NSYNTH_SPLITS.items():
+        render(RenderConfig(str(data), split=split, programs=programs, pitch_step=6, velocities=(100,)),
+               log=lambda *a: None, show_progress=False)
+    nb = run_notebook(str(data), tmp_path / "runs", monkeypatch)
+    text = printed(nb)
+    from nsynth_keras.data import read_examples
+
+    held = {i for split in ("valid", "test") for i in read_examples(str(data), split).instrument}
+    assert f"programs rendered ({len(held)} left out: their instruments are in valid or test)" in text
+    assert "This notebook ran in" in text
+    check_stated_numbers(nb, str(data))
+
+
+# The README's no-NSynth splits: General MIDI programs, disjoint between train, valid and test.
+NO_NSYNTH_SPLITS = {
+    "train": (0, 1, 2, 3, 4, 5, 8, 9, 11, 12, 16, 17, 18, 24, 25, 26, 27, 28, 32, 33, 34, 35, 36, 37, 40, 41, 42, 43,
+              44, 45, 48, 49, 52, 56, 57, 58, 59, 60, 61, 64, 65, 66, 67, 68, 69, 72, 73, 74, 75, 76, 77, 80, 81, 82,
+              83, 84, 85),
+    "valid": (6, 13, 19, 29, 38, 50, 53, 62, 70, 78, 86),
+    "test": (7, 14, 20, 30, 39, 51, 54, 63, 71, 79, 87),
+}
