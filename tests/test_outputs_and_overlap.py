@@ -300,3 +300,22 @@ def test_a_program_map_saved_with_a_bom_loads(tmp_path):
     path = tmp_path / "map.csv"
     path.write_bytes("\ufeff0,keyboard,acoustic,21,108\r\n".encode())
     assert load_program_map(str(path))[0].family == "keyboard"
+
+
+def test_release_fields_come_from_the_checked_table_when_entries_lack_their_names(tmp_path):
+    from nsynth_keras.release import note_example, release_fields
+
+    write_split(tmp_path, "train", [{"instrument": "organ_x", "family": "organ", "source": "electronic"}])
+    path = tmp_path / "nsynth-train" / "examples.json"
+    examples = json.loads(path.read_text())
+    for meta in examples.values():
+        for key in ("instrument_family_str", "instrument_source_str", "instrument_str", "note_str"):
+            del meta[key]
+    path.write_text(json.dumps(examples))
+    table = read_examples(str(tmp_path), "train")  # train accepts such entries
+    key = next(iter(examples))
+    meta = release_fields(examples[key], table, 0)
+    assert (meta["instrument_family_str"], meta["instrument_source_str"], meta["instrument_str"]) == (
+        "organ", "electronic", "organ_x")
+    example = note_example(meta, np.zeros(NUM_SAMPLES, np.float32))  # no KeyError
+    assert example.features.feature["instrument_family_str"].bytes_list.value == [b"organ"]

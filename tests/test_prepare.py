@@ -57,3 +57,10 @@ def test_train_and_evaluate_from_the_prepared_dataset(prepared, tmp_path, capsys
     assert cfg["data"]["source"] == "tfds" and cfg["notes"] == {"train": NOTES, "valid": NOTES, "test": NOTES}
     assert evaluate.main([str(tmp_path / "tfds"), *common, "--split", "test"]) == 0
     assert json.load(open(tmp_path / "tfds" / "eval_test.json"))["num_notes"] == NOTES
+
+
+def test_a_folder_prepared_from_other_notes_is_refused_not_reused(prepared, data_dir, capsys):
+    assert prepare.main(["--data-dir", data_dir, "--tfds-dir", prepared, "--max-examples", str(NOTES + 1)]) == 2
+    err = capsys.readouterr().err
+    assert "is already prepared from other notes" in err and f"max_examples {NOTES}" in err
+    assert "choose another --tfds-dir" in err
