@@ -7,6 +7,7 @@ Every source yields the same element, a dict of
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -572,6 +573,13 @@ def extra_tables(spec: DataSpec, num_real: int, seed: int = 0) -> dict[str, Note
 
 
 def file_digest(path: str) -> str:
+    """A file's content hash, computed once per process for a file left unchanged (by size and mtime)."""
+    st = os.stat(path)
+    return _digest(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1_000_000)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     with open(path, "rb") as f:
         return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
 
