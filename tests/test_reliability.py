@@ -177,6 +177,7 @@ def test_missing_model_and_tfds_config_errors(tmp_path, capsys):
     assert "not prepared" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # several processes: run by .ci/run (python -m pytest -m slow)
 def test_two_workers_train_together_and_the_chief_exports(data_dir, tmp_path):
     from tests.conftest import free_port
 

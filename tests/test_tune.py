@@ -61,6 +61,7 @@ def test_search_resume_summary_and_export_best(data_dir, tmp_path, capsys):
     assert cfg["settings"]["origin"]["from_command_line"] == ["epochs", "pitch_max"]
 
 
+@pytest.mark.slow  # several processes: run by .ci/run (python -m pytest -m slow)
 def test_distributed_chief_and_two_workers_share_trials(data_dir, tmp_path):
     project = str(tmp_path / "dist")
     cmd = [sys.executable, "-m", "nsynth_keras.tune", "--data-dir", data_dir, "--project", project,
