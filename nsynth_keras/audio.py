@@ -118,7 +118,7 @@ def read_wav(path: str) -> Clip:
     wave, fixups = _decode(info, NUM_SAMPLES / SAMPLE_RATE)
     seconds = info.frames / info.sample_rate
     if seconds * SAMPLE_RATE < NUM_SAMPLES:
-        fixups.append(f"zero-padded {seconds:.2f} s to {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
+        fixups.append(_padded(seconds))
     elif info.frames * SAMPLE_RATE > NUM_SAMPLES * info.sample_rate:
         fixups.append(f"cropped {seconds:.2f} s to the first {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
     wave = np.pad(wave[:NUM_SAMPLES], (0, max(0, NUM_SAMPLES - wave.shape[0])))
@@ -160,13 +160,9 @@ def open_recording(path: str, max_samples: int = MAX_RECORDING_SAMPLES) -> Recor
                                     f"channels at {info.sample_rate} Hz); up to {max_samples:,} are classified "
                                     "(split it first)")
     num = -(-info.frames * SAMPLE_RATE // info.sample_rate)
-    fixups = []
-    if info.channels > 1:
-        fixups.append(f"mixed {info.channels} channels to mono")
-    if info.sample_rate != SAMPLE_RATE:
-        fixups.append(f"resampled {info.sample_rate} Hz to {SAMPLE_RATE} Hz")
+    fixups = _conversion_fixups(info.channels, info.sample_rate)
     if num < NUM_SAMPLES:
-        fixups.append(f"zero-padded {info.frames / info.sample_rate:.2f} s to {NUM_SAMPLES / SAMPLE_RATE:.0f} s")
+        fixups.append(_padded(info.frames / info.sample_rate))
     return Recording(info, num, fixups)
 
 
@@ -220,15 +216,21 @@ def _decode(info: WavInfo, seconds: float) -> tuple[np.ndarray, list[str]]:
     if data.shape[0] == 0:
         raise AudioError(path, "no audio samples")
     check_samples(data, path)
-    fixups = []
-    if data.shape[1] > 1:
-        fixups.append(f"mixed {data.shape[1]} channels to mono")
     wave = data.mean(axis=1)
     if rate != SAMPLE_RATE:
         g = math.gcd(rate, SAMPLE_RATE)
         wave = resample_poly(wave, SAMPLE_RATE // g, rate // g).astype(np.float32)
-        fixups.append(f"resampled {rate} Hz to {SAMPLE_RATE} Hz")
-    return wave, fixups
+    return wave, _conversion_fixups(data.shape[1], rate)
+
+
+def _conversion_fixups(channels: int, rate: int) -> list[str]:
+    """What fitting a file to 16 kHz mono did to it, in the words every command prints."""
+    return ([f"mixed {channels} channels to mono"] if channels > 1 else []) + (
+        [f"resampled {rate} Hz to {SAMPLE_RATE} Hz"] if rate != SAMPLE_RATE else [])
+
+
+def _padded(seconds: float) -> str:
+    return f"zero-padded {seconds:.2f} s to {NUM_SAMPLES / SAMPLE_RATE:.0f} s"
 
 
 def _last_line(err: Exception) -> str:

@@ -376,12 +376,14 @@ def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
         splits["pretrain"] = extra
     selection = heldout = None
     if spec.select_extra:
-        selection, splits["selection"] = split_features(spec, "valid", global_batch, cache_dir=config.cache_dir)
         heldout, splits["heldout"] = split_features(spec, "valid", global_batch, cache_dir=config.cache_dir,
                                                     part="extra")
-    return TrainData(train_ds, valid_ds, test_ds, {s: d.num_examples for s, d in splits.items()},
-                     {s: d.skipped for s, d in splits.items()}, train_data.families, parts, pretrain, dropped,
-                     selection, heldout)
+        selection = valid_ds.concatenate(heldout)  # both already cached: no note is decoded twice
+    counts = {s: d.num_examples for s, d in splits.items()}
+    if selection is not None:
+        counts["selection"] = counts["valid"] + counts["heldout"]
+    return TrainData(train_ds, valid_ds, test_ds, counts, {s: d.skipped for s, d in splits.items()},
+                     train_data.families, parts, pretrain, dropped, selection, heldout)
 
 
 def default_verbosity() -> int | str:

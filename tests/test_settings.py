@@ -56,7 +56,7 @@ def test_data_flags_round_trip_onto_a_base_spec():
                                        filters=Filters(("acoustic", "synthetic"), 30, 90, 5))
 
 
-def test_help_shows_every_default_once(capsys):
+def test_help_shows_every_flag_with_its_default(capsys):
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())

@@ -115,3 +115,17 @@ def test_finetune_and_select_settings_are_checked(tiny_nsynth, tmp_path):
         train(TrainConfig(epochs=1, out=str(tmp_path), run_name="s", tflite=False, mixed_precision="off"),
               DataSpec(data_dir=tiny_nsynth, select_extra=(str(tmp_path / "nothing"),)), log=lambda *a: None,
               verbose=0)
+
+
+def test_a_selection_set_chooses_epochs_and_is_scored_apart(tiny_nsynth, tmp_path):
+    heldout = str(tmp_path / "heldout")
+    render_notes(RenderConfig(heldout, synth=1, seed=5, split="valid", families=("vocal", "synth_lead"), pitch_step=12,
+                              velocities=(100,)), log=lambda *a: None, show_progress=False)
+    run = train(TrainConfig(epochs=2, out=str(tmp_path / "runs"), run_name="sel", tflite=False,
+                            mixed_precision="off"), DataSpec(data_dir=tiny_nsynth, select_extra=(heldout,)),
+                log=lambda *a: None, verbose=0)
+    config = json.load(open(os.path.join(run, "config.json")))
+    held = len(read_examples(heldout, "valid"))
+    assert config["notes"]["valid"] == 4 and config["notes"]["heldout"] == held
+    assert config["notes"]["selection"] == 4 + held
+    assert set(config["scores"]) == {"train", "valid", "test", "heldout_rendered"}
