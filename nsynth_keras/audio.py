@@ -55,6 +55,8 @@ def probe_wav(path: str) -> WavInfo:
     """Read a wav header; raise AudioError if the file is missing, empty, unreadable or implausible."""
     path = str(path)
     if not os.path.exists(path):
+        if os.path.islink(path):
+            raise AudioError(path, f"a symbolic link that leads to no file (to {os.readlink(path)}: broken or a loop)")
         raise AudioError(path, "file not found")
     if os.path.isdir(path):
         raise AudioError(path, "is a folder, not a wav file")

@@ -23,7 +23,7 @@ import tensorflow as tf
 from nsynth_keras.audio import AudioError, probe_wav, read_wav
 from nsynth_keras.config import DEFAULT_DATA_DIR, FAMILIES, NUM_SAMPLES, SOURCES, SPLITS
 from nsynth_keras.errors import DataError
-from nsynth_keras.settings import setting
+from nsynth_keras.settings import from_dict, setting
 
 log = logging.getLogger(__name__)
 
@@ -426,15 +426,22 @@ class DataSpec:
         }
 
     @classmethod
-    def from_json(cls, d: dict) -> DataSpec:
-        """The inverse of to_json (a spec recorded in a run or a tuning project)."""
-        sources = d.get("instrument_sources")
-        filters = Filters(tuple(sources) if sources else None, d.get("pitch_min"), d.get("pitch_max"),
-                          d.get("max_examples"))
-        return cls(d.get("source", "jsonwav"), d.get("data_dir"), d.get("tfds_config", "full"), filters,
-                   bool(d.get("strict", False)), tuple(d.get("extra_train") or ()), d.get("extra_ratio"),
-                   bool(d.get("extra_balance", False)), bool(d.get("drop_overlap", False)),
-                   tuple(d.get("select_extra") or ()))
+    def from_json(cls, d: dict, where: str = "data.") -> DataSpec:
+        """The inverse of to_json (a spec recorded in a run or a tuning project), checked key by key like the
+        flags (ValueError naming the key)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{where.rstrip('.')}: expected a JSON object")
+        d = dict(d)
+        recorded = {"sources": d.pop("instrument_sources", None)}
+        recorded.update({k: d.pop(k) for k in FILTER_KEYS if k in d})
+        try:
+            filters = from_dict(Filters, recorded, where)
+        except ValueError as err:
+            raise ValueError(str(err).replace(f"{where}sources", f"{where}instrument_sources")) from None
+        return from_dict(cls, {**d, "filters": filters}, where)
+
+
+FILTER_KEYS = ("pitch_min", "pitch_max", "max_examples")  # Filters' fields that DataSpec.to_json records by name
 
 
 @dataclass
@@ -483,7 +490,8 @@ def jsonwav_split(spec: DataSpec, split: str, *, shuffle: bool, seed: int, shard
                   part: str) -> SplitData:
     """A split of the official json/wav layout, plus the extra folders' notes."""
     # Extra folders: training notes for the train split, held-out selection notes for valid, none for test.
-    extras = {"train": extra_folders(spec), "valid": spec.select_extra}.get(split, ())
+    extras = {"train": lambda: extra_folders(spec), "valid": lambda: extra_folders(spec, "--select-extra")}.get(
+        split, tuple)()
     for folder in extras:
         if not os.path.isdir(folder):
             flag = "--extra-train" if split == "train" else "--select-extra"
@@ -500,7 +508,11 @@ def jsonwav_split(spec: DataSpec, split: str, *, shuffle: bool, seed: int, shard
         tables, dropped = without_overlap(spec, extra_tables(spec, real, seed))
         parts.update(tables)
     elif part != "real" and extras:
-        parts.update({d: read_examples(d, split, spec.filters, strict=spec.strict) for d in extras})
+        # Selection notes choose the best epoch: a note of valid or test among them would choose it on
+        # held-out notes (or count valid twice), so they pass the same check as extra training notes.
+        tables, dropped = without_overlap(spec, {d: read_examples(d, split, spec.filters, strict=spec.strict)
+                                                 for d in extras}, "--select-extra notes")
+        parts.update(tables)
     if part == "extra" and not extras:
         raise DataError(f"no extra folders to take extra {split} notes from (--extra-train for train, "
                         "--select-extra for valid)")
@@ -528,19 +540,21 @@ def tfds_split(spec: DataSpec, split: str, *, shuffle: bool, seed: int, shard: t
 NOTE_SOURCES.update(jsonwav=NoteSource(jsonwav_split, file_list=True), tfds=NoteSource(tfds_split, file_list=False))
 
 
-def extra_folders(spec: DataSpec) -> tuple[str, ...]:
-    """The --extra-train folders, checked: compared by resolved path, never the data dir itself, never twice."""
+def extra_folders(spec: DataSpec, flag: str = "--extra-train") -> tuple[str, ...]:
+    """The --extra-train (or --select-extra) folders, checked: compared by resolved path, never the data dir
+    itself, never twice."""
     seen: dict[str, str] = {}
     data = os.path.realpath(spec.data_dir) if spec.data_dir else None
-    for folder in spec.extra_train:
+    folders = spec.extra_train if flag == "--extra-train" else spec.select_extra
+    for folder in folders:
         real = os.path.realpath(folder)
         if real == data:
-            raise DataError(f"--extra-train {folder} is the --data-dir itself: its training notes are already "
-                            "used; pass only other folders")
+            raise DataError(f"{flag} {folder} is the --data-dir itself: its notes are already used; pass only "
+                            "other folders")
         if real in seen:
-            raise DataError(f"--extra-train lists one folder twice ({seen[real]} and {folder})")
+            raise DataError(f"{flag} lists one folder twice ({seen[real]} and {folder})")
         seen[real] = folder
-    return tuple(spec.extra_train)
+    return tuple(folders)
 
 
 def extra_tables(spec: DataSpec, num_real: int, seed: int = 0) -> dict[str, NoteTable]:
@@ -598,8 +612,10 @@ def held_out_keys(spec: DataSpec) -> tuple[set[str], set[str], dict[str, str]]:
     return notes, instruments, digests
 
 
-def without_overlap(spec: DataSpec, tables: dict[str, NoteTable]) -> tuple[dict[str, NoteTable], list[str]]:
-    """Check the extra notes against valid and test by note name, instrument name and audio bytes.
+def without_overlap(spec: DataSpec, tables: dict[str, NoteTable],
+                    what: str = "extra training notes") -> tuple[dict[str, NoteTable], list[str]]:
+    """Check extra notes (for training, or for choosing the best epoch) against valid and test by note name,
+    instrument name and audio bytes: every folder a run reads besides the data dir passes this one check.
 
     Any overlap is refused (it would score the model on notes it trained on), or with
     ``spec.drop_overlap`` those notes are dropped and listed."""
@@ -621,13 +637,14 @@ def without_overlap(spec: DataSpec, tables: dict[str, NoteTable]) -> tuple[dict[
         kept[folder] = table.subset(keep)
     if dropped and not spec.drop_overlap:
         shown = "; ".join(dropped[:3]) + (f"; and {len(dropped) - 3} more" if len(dropped) > 3 else "")
-        raise DataError(f"{len(dropped)} extra training notes overlap the valid/test splits of {spec.data_dir} "
-                        f"({shown}): training on them would inflate every score. Remove them, or pass "
+        use = "training on them" if what == "extra training notes" else "choosing the best epoch on them"
+        raise DataError(f"{len(dropped)} {what} overlap the valid/test splits of {spec.data_dir} "
+                        f"({shown}): {use} would inflate every score. Remove them, or pass "
                         "--drop-overlap to leave them out (counted in config.json)")
     if dropped:
-        log.warning("dropped %d extra training notes that overlap valid/test", len(dropped))
+        log.warning("dropped %d %s that overlap valid/test", len(dropped), what)
     empty = [f for f, t in kept.items() if not len(t)]
     if empty:
-        raise DataError(f"no extra training notes left in {', '.join(empty)} after dropping the ones that overlap "
+        raise DataError(f"no {what} left in {', '.join(empty)} after dropping the ones that overlap "
                         "valid/test")
     return kept, dropped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 
@@ -9,28 +10,34 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
 from nsynth_keras.config import FAMILIES, NUM_CLASSES, SOURCES
-from nsynth_keras.data import DataSpec
-from nsynth_keras.files import write_json
-from nsynth_keras.inference import Classifier, load_classifier
+from nsynth_keras.data import DataSpec, JsonWavLayout
+from nsynth_keras.files import check_output_dir, write_json
+from nsynth_keras.inference import Classifier, load_classifier, non_finite
 from nsynth_keras.pipeline import eval_dataset
 from nsynth_keras.plots import plot_confusion
 from nsynth_keras.runs import RunError, RunFolder, is_saved_model
+from nsynth_keras.twins import audit_split
+
+MANIFEST = "manifest.csv"  # where a data folder may say which public copy each note came from
 
 
 def predict_split(clf: Classifier, spec: DataSpec, split: str, batch_size: int = 64):
-    """(true families, instrument sources, probabilities) for every note of a split."""
-    ys, srcs, probs = [], [], []
+    """(true families, instrument sources, probabilities, note names) for every note of a split, in file order."""
+    ys, srcs, probs, notes = [], [], [], []
     for batch in eval_dataset(spec, split, batch_size):
         x = batch["audio"] if clf.takes_waveform else batch["mel"]
         probs.append(clf.predict(x.numpy()))
         ys.append(batch["family"].numpy())
         srcs.append(batch["source"].numpy())
+        notes += [n.decode() for n in batch["note"].numpy()]
+    if not probs:
+        raise RunError(f"no notes to evaluate in the {split} split of {spec.data_dir}")
     probs = np.concatenate(probs)
-    bad = int((~np.isfinite(probs).all(axis=1)).sum())
+    bad = int(non_finite(probs).sum())
     if bad:
         raise RunError(f"{clf.path}: the model returned NaN or infinite probabilities for {bad} of {len(probs)} "
                        "notes (a diverged run?)")
-    return np.concatenate(ys), np.concatenate(srcs), probs
+    return np.concatenate(ys), np.concatenate(srcs), probs, notes
 
 
 def report(y_true: np.ndarray, probs: np.ndarray, sources: np.ndarray | None = None) -> dict:
@@ -69,6 +76,52 @@ def report(y_true: np.ndarray, probs: np.ndarray, sources: np.ndarray | None = N
     return result
 
 
+def subset_report(y_true: np.ndarray, probs: np.ndarray, keep: np.ndarray) -> dict:
+    """Accuracy, macro-F1 and per-family recall on some of the notes, and the families it never names right."""
+    if not keep.any():
+        return {"num_notes": 0}
+    r = report(y_true[keep], probs[keep])
+    recall = {name: m["recall"] for name, m in r["families"].items() if m["support"]}
+    return {"num_notes": r["num_notes"], "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
+            "recall": recall, "missed_families": [name for name, v in recall.items() if v == 0]}
+
+
+def copies_of(data_dir: str | None) -> dict[str, set[str]]:
+    """note -> the public copies it was gathered from, where the data folder has a manifest.csv with note_str and
+    origin_repo (several joined by ';', as the shared subset's); {} otherwise."""
+    path = os.path.join(data_dir or "", MANIFEST)
+    if not data_dir or not os.path.isfile(path):
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"note_str", "split", "origin_repo"} <= set(rows[0]):
+        return {}
+    return {(r["split"], r["note_str"]): set(filter(None, r["origin_repo"].split(";"))) for r in rows}
+
+
+def has_train_split(spec: DataSpec) -> bool:
+    """Whether there are training notes to audit against (a folder of held-out rendered notes has none)."""
+    return spec.source != "jsonwav" or JsonWavLayout(spec.data_dir).has("train")
+
+
+def generalisation(spec: DataSpec, split: str, y: np.ndarray, probs: np.ndarray, notes: list[str]) -> dict:
+    """What a split's score means for instruments and recordings never heard: the twin audit (novel notes: no
+    near-copy among the training notes) and, where the data folder says where each note was copied from, the
+    notes of copies that no training note comes from."""
+    audit = audit_split(spec, split)
+    if audit.notes != notes:
+        raise RunError(f"the twin audit of {split} read other notes than the evaluation ({len(audit.notes)} vs "
+                       f"{len(notes)})")
+    out = {"twin_audit": audit.summary(), "novel": subset_report(y, probs, ~audit.twin),
+           "twins": subset_report(y, probs, audit.twin)}
+    copies = copies_of(spec.data_dir)
+    if copies:
+        train_copies = set().union(*(c for (s, _), c in copies.items() if s == "train"))
+        other = np.array([not copies.get((split, n), train_copies) & train_copies for n in notes])
+        out["other_copies"] = {"training_copies": sorted(train_copies), **subset_report(y, probs, other)}
+    return out
+
+
 def format_report(r: dict, title: str = "") -> str:
     """The report as text; a family's recall is its accuracy (the share of its notes named right)."""
     lines = [title] if title else []
@@ -84,6 +137,12 @@ def format_report(r: dict, title: str = "") -> str:
     if "by_source" in r:
         lines.append("by source: " + ", ".join(f"{k} {v['accuracy']:.3f} (n={v['num_notes']})"
                                              for k, v in r["by_source"].items()))
+    for key, what in (("novel", "novel notes (no training twin)"), ("twins", "notes with a training twin"),
+                      ("other_copies", "notes of copies no training note comes from")):
+        part = r.get(key)
+        if part and part["num_notes"]:
+            missed = f"; never right: {', '.join(part['missed_families'])}" if part["missed_families"] else ""
+            lines.append(f"{what}: accuracy {part['accuracy']:.3f} (n={part['num_notes']}){missed}")
     return "\n".join(lines)
 
 
@@ -112,11 +171,17 @@ def output_stem(model: str) -> str:
 
 
 def evaluate(model: str, spec: DataSpec, split: str, out: str | None = None,
-             trust_saved_model: bool = False) -> tuple[dict, str]:
+             trust_saved_model: bool = False, audit: bool = True) -> tuple[dict, str]:
+    """Score a model on a split and write eval_<split>.json and its confusion matrix. ``audit``: also score the
+    novel notes (twin audit against the train split) and the notes of other copies (valid and test only)."""
+    if out is not None:
+        check_output_dir(out, "--out")  # before any work
     clf = load_classifier(model, trust_saved_model=trust_saved_model)
     t = time.time()
-    y, src, probs = predict_split(clf, spec, split)
+    y, src, probs, notes = predict_split(clf, spec, split)
     r = report(y, probs, src)
+    if audit and split != "train" and has_train_split(spec):
+        r.update(generalisation(spec, split, y, probs, notes))
     r.update({"split": split, "model": os.path.abspath(clf.path), "model_kind": clf.kind,
               "data": spec.to_json(), "seconds": round(time.time() - t, 1)})
     folder = RunFolder(out or (model if is_run_folder(model) else os.path.dirname(os.path.abspath(clf.path))))

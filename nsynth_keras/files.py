@@ -36,6 +36,33 @@ def check_output_file(path: str, what: str = "output") -> bool:
     return os.path.lexists(path)
 
 
+def check_output_dir(path: str, flag: str = "--out") -> str:
+    """A folder a command writes into: created if missing, refused (naming the flag) before any work when it
+    is a file, sits below a file, or cannot be written."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise RunError(f"{flag} {path} is a file, not a folder")
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise RunError(f"{flag} {path}: {existing} is a file, so no folder can be made below it")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"{flag} {path}: cannot create the folder ({err.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RunError(f"{flag} {path} is not writable")
+    return path
+
+
+def remove_stale_temporaries(folder: str) -> None:
+    """Temporary files and folders of writes that a kill interrupted (atomic_path's .<name>.*.tmp)."""
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith(".") and (name.endswith(".tmp") or name.endswith(".tmp.old")):
+                remove(os.path.join(folder, name))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, folder: bool = False) -> Iterator[str]:
     """Yield a temporary sibling of ``path`` to write; rename it into place on success.

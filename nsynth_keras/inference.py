@@ -22,7 +22,8 @@ SAVED_MODEL_WARNING = ("a SavedModel folder is a TensorFlow graph: loading it ru
 
 class Classifier:
     """``predict(x)`` -> probabilities [n, 11]; x is log-mels [n, 64, 64, 1] or,
-    where ``takes_waveform``, 16 kHz audio [n, 64000]."""
+    where ``takes_waveform``, 16 kHz audio [n, 64000]. Every runtime checks its model's input and
+    output shapes when it loads (``check_shapes``), so no model of other classes is read as families."""
 
     takes_waveform = False
     kind = "?"
@@ -30,8 +31,38 @@ class Classifier:
     def __init__(self, path: str):
         self.path = path
 
+    def check_shapes(self, input_shape, output_shape) -> None:
+        """Refuse a model whose input is neither a log-mel nor a 4 s waveform, or whose output is not one
+        probability per family."""
+        def dims(shape) -> tuple | None:
+            try:
+                return tuple(None if d is None or d < 0 else int(d) for d in shape)
+            except TypeError:  # several inputs or outputs: a list of shapes
+                return None
+
+        given, out = dims(input_shape), dims(output_shape)
+        if given is None or given[1:] not in ((NUM_SAMPLES,), INPUT_SHAPE):
+            mel = ", ".join(map(str, INPUT_SHAPE))
+            raise RunError(f"{self.path}: its input {input_shape} is neither a log-mel [batch, {mel}] nor a 4 s "
+                           f"waveform [batch, {NUM_SAMPLES}]: not a model of this project")
+        if out is None or len(out) != 2 or out[1] != NUM_CLASSES:
+            raise RunError(f"{self.path}: its output {output_shape} is not one probability for each of the "
+                           f"{NUM_CLASSES} families ({', '.join(FAMILIES)}): not a model of this project")
+        self.takes_waveform = given[1:] == (NUM_SAMPLES,)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
+        probs = np.asarray(self._predict(x), np.float32)
+        if probs.shape != (len(x), NUM_CLASSES):
+            raise RunError(f"{self.path}: returned shape {probs.shape} for {len(x)} inputs")
+        return probs
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+
+def non_finite(probs: np.ndarray) -> np.ndarray:
+    """Which rows of probabilities hold a NaN or an infinity: the one check before any of them is shown."""
+    return ~np.isfinite(np.asarray(probs)).all(axis=-1)
 
 
 class KerasClassifier(Classifier):
@@ -40,9 +71,9 @@ class KerasClassifier(Classifier):
     def __init__(self, path: str):
         super().__init__(path)
         self.model = load_keras(path)
-        self.takes_waveform = tuple(self.model.input_shape[1:]) == (NUM_SAMPLES,)
+        self.check_shapes(self.model.input_shape, self.model.output_shape)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def _predict(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict_on_batch(x))
 
 
@@ -54,10 +85,14 @@ class SavedModelClassifier(Classifier):
         try:
             self.model = tf.saved_model.load(path)
             self.fn = self.model.serve
+            concrete = self.fn.get_concrete_function() if hasattr(self.fn, "get_concrete_function") else self.fn
+            input_shape = concrete.structured_input_signature[0][0].shape.as_list()
+            output_shape = concrete.structured_outputs.shape.as_list()
         except Exception as err:
-            raise RunError(f"{path}: cannot load the SavedModel ({first_line(err)})") from None
+            raise RunError(f"{path}: cannot load the SavedModel's serve endpoint ({first_line(err)})") from None
+        self.check_shapes(input_shape, output_shape)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def _predict(self, x: np.ndarray) -> np.ndarray:
         return self.fn(np.asarray(x, np.float32)).numpy()
 
 
@@ -77,10 +112,7 @@ class TFLiteClassifier(Classifier):
             raise RunError(f"{path}: not a valid TFLite model ({first_line(err)})") from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        shape = tuple(self.input["shape"][1:])
-        if shape not in ((NUM_SAMPLES,), INPUT_SHAPE):
-            raise RunError(f"{path}: input shape {tuple(self.input['shape'])} is not log-mel or waveform")
-        self.takes_waveform = shape == (NUM_SAMPLES,)
+        self.check_shapes(self.input["shape_signature"], self.output["shape_signature"])
         self.dynamic_batch = int(self.input["shape_signature"][0]) == -1
         self.batch = 1
 
@@ -93,7 +125,7 @@ class TFLiteClassifier(Classifier):
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output["index"]).astype(np.float32)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def _predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
         if self.dynamic_batch:
             return self._run(x)
@@ -141,15 +173,27 @@ def predict_windows(clf: Classifier, rec: Recording, hop_seconds: float,
 BATCH = 64  # clips read and predicted together; --hop recordings go one at a time, windows streamed
 
 
-def wav_files(paths: list[str], recursive: bool) -> list[str]:
-    """The wav files named, and with ``recursive`` every .wav below the folders named, in sorted order."""
+def wav_files(paths: list[str], recursive: bool, on_skip=None) -> list[str]:
+    """The wav files named, and with ``recursive`` every .wav below the folders named, in sorted order.
+    Symbolic links to folders are followed once: a link back to a folder already walked is skipped, and
+    ``on_skip(message)`` is told."""
     files = []
     for path in paths:
         if os.path.isdir(path):
             if not recursive:
                 raise ValueError(f"{path} is a folder: pass --recursive to classify every .wav below it")
-            for root, dirs, names in os.walk(path):
-                dirs.sort()
+            seen = {os.path.realpath(path)}
+            for root, dirs, names in os.walk(path, followlinks=True):
+                walk = []
+                for d in sorted(dirs):
+                    real = os.path.realpath(os.path.join(root, d))
+                    if real in seen:
+                        if on_skip:
+                            on_skip(f"{os.path.join(root, d)}: skipped, a link to a folder already read ({real})")
+                        continue
+                    seen.add(real)
+                    walk.append(d)
+                dirs[:] = walk
                 files += [os.path.join(root, n) for n in sorted(names) if n.lower().endswith(".wav")]
         else:
             files.append(path)
@@ -180,10 +224,15 @@ def classify_files(clf: Classifier, files: list[str], k: int = 3, hop: float | N
         for path in files:
             try:
                 rec = open_recording(path)
-                windows = [{"start_s": round(t, 3), "top": guesses(p, k)} for t, p in predict_windows(clf, rec, hop)]
+                predicted = predict_windows(clf, rec, hop)
             except AudioError as err:
                 fail(path, err.problem)
                 continue
+            bad = [t for t, p in predicted if non_finite(p)]
+            if bad:
+                fail(path, f"{NON_FINITE} (in {len(bad)} of {len(predicted)} windows, the first at {bad[0]:.1f} s)")
+                continue
+            windows = [{"start_s": round(t, 3), "top": guesses(p, k)} for t, p in predicted]
             results.append({"file": path, "windows": windows, "fixups": rec.fixups})
         return results, failed
     for start in range(0, len(files), BATCH):
@@ -194,7 +243,7 @@ def classify_files(clf: Classifier, files: list[str], k: int = 3, hop: float | N
             except AudioError as err:
                 fail(path, err.problem)
         for clip, probs in zip(clips, predict_clips(clf, clips)):
-            if not np.isfinite(probs).all():
+            if non_finite(probs):
                 fail(clip.path, NON_FINITE)
                 continue
             results.append({"file": clip.path, "top": guesses(probs, k), "fixups": clip.fixups})

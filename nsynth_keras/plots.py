@@ -235,3 +235,19 @@ def visualize_run(run: str, spec: DataSpec, split: str = "valid", out: str | Non
                          paths["top_activations"])
     plot_mels_by_family(one_note_per_family(spec, split), paths["mels_by_family"])
     return paths
+
+
+def plot_twin_histogram(similarities: dict[str, np.ndarray], threshold: float, path: str | None = None):
+    """How close each valid/test note comes to its nearest training note, per split, with the twin threshold."""
+    fig, ax = plt.subplots(figsize=(7, 3.5), constrained_layout=True)
+    bins = np.linspace(0.5, 1.0, 51)
+    for split, s in similarities.items():
+        s = np.asarray(s)
+        s = s[np.isfinite(s)]
+        ax.hist(np.clip(s, bins[0], bins[-1]), bins=bins, alpha=0.55, label=f"{split} ({len(s)} notes)")
+    ax.axvline(threshold, color="black", linestyle="--", label=f"twin threshold {threshold:g}")
+    ax.set_xlabel("similarity to the nearest training note (mean-removed log-mel cosine; below 0.5 at 0.5)")
+    ax.set_ylabel("notes")
+    ax.set_title("Twin audit: notes right of the line have a near-copy in train")
+    ax.legend()
+    return save_figure(fig, path)

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if not 1 <= args.top_k <= len(FAMILIES):
         raise ValueError(f"--top-k must be 1..{len(FAMILIES)}")
-    files = wav_files(args.wavs, args.recursive)
+    files = wav_files(args.wavs, args.recursive, on_skip=lambda message: print(f"warning: {message}", file=sys.stderr))
     if not files:
         raise ValueError(f"no .wav files in {', '.join(args.wavs)}")
     csv_out = args.csv or ("-" if any(os.path.isdir(p) for p in args.wavs) and not args.json else None)

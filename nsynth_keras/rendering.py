@@ -27,7 +27,7 @@ import tinysoundfont
 from nsynth_keras import synth
 from nsynth_keras.config import FAMILIES, NUM_QUALITIES, NUM_SAMPLES, SAMPLE_RATE, SOURCES, SPLITS
 from nsynth_keras.data import DataError, JsonWavLayout
-from nsynth_keras.files import read_json, write_bytes, write_json
+from nsynth_keras.files import check_output_dir, read_json, remove_stale_temporaries, write_bytes, write_json
 
 DEFAULT_PROGRAM_MAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources", "gm_families.csv")
 RENDER_RECORD = "render.json"  # beside examples.json: the settings a rendered split was made with
@@ -96,6 +96,9 @@ def load_program_map(path: str | None = None) -> dict[int, ProgramFamily]:
     return mapping
 
 
+MAX_SYNTH_PRESETS = 1000  # per family: 11,000 instruments, far beyond any useful render; bounds the planning
+
+
 @dataclass
 class RenderConfig:
     out: str
@@ -113,8 +116,9 @@ class RenderConfig:
     def validate(self) -> None:
         if self.split not in SPLITS:
             raise DataError(f"--split {self.split!r}: choose one of {', '.join(SPLITS)}")
-        if self.pitch_step < 1:
-            raise DataError("--pitch-step must be at least 1")
+        if not 1 <= self.pitch_step <= 127:
+            raise DataError(f"--pitch-step {self.pitch_step}: choose 1..127 (a step of N renders every N-th MIDI "
+                            "pitch of each instrument's range)")
         if not self.velocities or not all(1 <= v <= 127 for v in self.velocities):
             raise DataError("--velocities must be MIDI velocities 1..127")
         if len(set(self.velocities)) != len(self.velocities):
@@ -130,8 +134,10 @@ class RenderConfig:
                 raise DataError(f"SoundFont {path}: file not found")
         if self.source is not None and self.source not in SOURCES:
             raise DataError(f"--source {self.source!r}: choose one of {', '.join(SOURCES)}")
-        if self.synth < 0:
-            raise DataError("--synth must be 0 or more presets per family")
+        if not 0 <= self.synth <= MAX_SYNTH_PRESETS:
+            raise DataError(f"--synth {self.synth}: choose 0..{MAX_SYNTH_PRESETS} presets per family")
+        if not 0 <= self.seed < 2**32:
+            raise DataError(f"--seed {self.seed}: choose 0..{2**32 - 1}")
         if self.synth and (self.soundfonts or self.programs is not None or self.source not in (None, "synthetic")):
             raise DataError("--synth renders synthesizer presets, not SoundFonts: drop --soundfont, --programs "
                             "and --source")
@@ -313,6 +319,7 @@ def render(config: RenderConfig, log=print, show_progress: bool = True) -> Rende
         config = dataclasses.replace(config, soundfonts=(default_soundfont(),))
     config.validate()
     mapping = {} if config.synth else load_program_map(config.program_map)
+    check_output_dir(config.out, "--out")
     layout = JsonWavLayout(config.out)
     folder, audio = layout.split_dir(config.split), layout.audio_dir(config.split)
     record_path, examples_path = os.path.join(folder, RENDER_RECORD), layout.examples(config.split)
@@ -331,11 +338,15 @@ def render(config: RenderConfig, log=print, show_progress: bool = True) -> Rende
             raise DataError(f"--programs {' '.join(map(str, unmapped))}: not in the program map "
                             f"{config.program_map or DEFAULT_PROGRAM_MAP} (no family for them)")
     notes, missing = plan(config, mapping)
-    if not notes:
+    if not notes and missing:
         raise DataError(f"nothing to render: none of the {len(missing)} requested programs is in the SoundFont(s) "
                         f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+    if not notes:
+        raise DataError(f"nothing to render: --pitch-step {config.pitch_step} steps over every pitch of the "
+                        "instruments' ranges (see the program map's pitch_min/pitch_max); use a smaller step")
     # Written only now that the settings are known to work: a failed start leaves no record behind.
     os.makedirs(audio, exist_ok=True)
+    remove_stale_temporaries(audio)  # a killed render's half-written wav
     write_json(record_path, record)
     origin = (f"{config.synth} synthesizer presets per family" if config.synth
               else f"{len(config.soundfonts)} SoundFont(s)")

@@ -12,7 +12,7 @@ import keras
 
 from nsynth_keras import features  # noqa: F401  registers the LogMel layer for loading
 from nsynth_keras.errors import DivergedError, RunError  # noqa: F401  (re-exported)
-from nsynth_keras.files import first_line, remove
+from nsynth_keras.files import check_output_dir, first_line, remove_stale_temporaries
 
 PACKAGES = ("tensorflow", "keras", "tensorflow-io", "tensorflow-datasets", "keras-tuner", "numpy", "ai-edge-litert")
 
@@ -112,10 +112,7 @@ class RunFolder:
 
     def remove_stale_temporaries(self) -> None:
         """Temporary files of writes that a kill interrupted (.<name>.*.tmp): never part of a run."""
-        if os.path.isdir(self.path):
-            for name in os.listdir(self.path):
-                if name.startswith(".") and (name.endswith(".tmp") or name.endswith(".tmp.old")):
-                    remove(self.file(name))
+        remove_stale_temporaries(self.path)
 
 
 def check_run_name(name: str) -> str:
@@ -129,15 +126,7 @@ def check_run_name(name: str) -> str:
 
 
 def check_out_dir(out: str) -> str:
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise RunError(f"--out {out} is a file, not a folder")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as err:
-        raise RunError(f"--out {out}: cannot create the folder ({err.strerror})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise RunError(f"--out {out} is not writable")
-    return out
+    return check_output_dir(out, "--out")
 
 
 def package_versions() -> dict:

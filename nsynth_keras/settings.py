@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -39,6 +40,25 @@ def flag_fields(cls) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if META in f.metadata]
 
 
+INT_LIMIT = 2**63  # every integer setting fits an int64 (TF's widest), whatever its own bounds
+
+
+def bound_error(value: float, above: float | None = None, at_least: float | None = None,
+                below: float | None = None) -> str | None:
+    """Why a number breaks its bounds (None if it does not): one wording for flags and settings files."""
+    if not math.isfinite(value):
+        return "is not a finite number"
+    if above is not None and not value > above:
+        return f"must be above {above:g}"
+    if at_least is not None and value < at_least:
+        return f"must be at least {at_least:g}"
+    if below is not None and not value < below:
+        return f"must be below {below:g}"
+    if isinstance(value, int) and not -INT_LIMIT < value < INT_LIMIT:
+        return f"is out of range (at most {INT_LIMIT - 1})"
+    return None
+
+
 def number_type(kind: type, above: float | None = None, at_least: float | None = None,
                 below: float | None = None):
     """An argparse type: a finite int or float, optionally bounded."""
@@ -47,14 +67,9 @@ def number_type(kind: type, above: float | None = None, at_least: float | None =
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-        if above is not None and not value > above:
-            raise argparse.ArgumentTypeError(f"{text!r} must be above {above:g}")
-        if at_least is not None and value < at_least:
-            raise argparse.ArgumentTypeError(f"{text!r} must be at least {at_least:g}")
-        if below is not None and not value < below:
-            raise argparse.ArgumentTypeError(f"{text!r} must be below {below:g}")
+        problem = bound_error(value, above, at_least, below)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{text!r} {problem}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
@@ -127,10 +142,66 @@ def given(args: argparse.Namespace, cls) -> dict[str, Any]:
     return out
 
 
-def from_dict(cls, values: dict) -> Any:
-    """A config from a recorded dict (config.json): unknown keys refused by name, lists made tuples."""
+def value_error(f: dataclasses.Field, hint, value) -> str | None:
+    """Why a recorded value (JSON) is not valid for a setting field, in the words the flag's parser uses;
+    None if it is. Types are strict: "3" is not an integer, 1.5 is not an integer, "false" is not a boolean."""
+    kind, many = _base(hint)
+    optional = type(None) in typing.get_args(hint)
+    if value is None:
+        return None if optional else "must not be null"
+    if many:
+        if not isinstance(value, (list, tuple)):
+            return f"{json.dumps(value)} is not a list"
+        return next((f"item {e}" for e in (value_error(f, kind, v) for v in value) if e), None)
+    shown = json.dumps(value, default=repr) if not isinstance(value, float) or math.isfinite(value) else repr(value)
+    if kind is bool:
+        return None if isinstance(value, bool) else f"{shown} is not true or false"
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{shown} is not an integer"
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{shown} is not a number"
+    elif kind is str:
+        if not isinstance(value, str):
+            return f"{shown} is not a string"
+    if META not in f.metadata:
+        return None
+    m = f.metadata[META]
+    if kind in (int, float):
+        problem = bound_error(value, m["above"], m["at_least"], m["below"])
+        if problem:
+            return f"{shown} {problem}"
+    if m["choices"] and value not in m["choices"]:
+        return f"{shown} is not one of {', '.join(map(str, m['choices']))}"
+    return None
+
+
+def check_fields(config: Any, where: str = "") -> None:
+    """Every setting field of a config has a valid value (type, bounds, choices), as its flag would;
+    a ValueError names the field (``where`` prefixes it: a file's key path)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        if META in f.metadata:
+            problem = value_error(f, hints[f.name], getattr(config, f.name))
+            if problem:
+                name = f"{where}{f.name}" if where else flag_name(f)
+                raise ValueError(f"{name}: {problem}")
+
+
+def from_dict(cls, values: Any, where: str = "") -> Any:
+    """A config from a recorded dict (config.json), checked field by field exactly like its flags:
+    unknown keys and wrong types refused by name (``where``: the key path shown, e.g. "config.json settings.")."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where.rstrip('.') or cls.__name__}: expected a JSON object, got {json.dumps(values)[:40]}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"{cls.__name__}: unknown settings {', '.join(unknown)}")
+        raise ValueError(f"{where.rstrip('.') or cls.__name__}: unknown settings {', '.join(unknown)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name, value in values.items():
+        problem = value_error(fields[name], hints[name], value)
+        if problem:
+            raise ValueError(f"{where}{name}: {problem}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

@@ -33,13 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def recorded(path: str) -> tuple[TrainConfig, DataSpec]:
-    """The TrainConfig and DataSpec a run folder's config.json recorded."""
+    """The TrainConfig and DataSpec a run folder's config.json recorded, checked key by key exactly as the
+    flags are (types, bounds, choices), before any data is read."""
     record = read_json(path)
     try:
-        settings = {k: v for k, v in record["settings"].items() if k != "origin"}
-        return from_dict(TrainConfig, settings), DataSpec.from_json(record["data"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise RunError(f"{path}: not a run's config.json ({err})") from None
+        if not isinstance(record, dict) or not {"settings", "data"} <= set(record):
+            raise ValueError("no 'settings' and 'data' objects")
+        settings = record["settings"]
+        if isinstance(settings, dict):
+            settings = {k: v for k, v in settings.items() if k != "origin"}
+        config = from_dict(TrainConfig, settings, "settings.")
+        config.validate()
+        return config, DataSpec.from_json(record["data"], "data.")
+    except (TypeError, ValueError) as err:
+        raise RunError(f"--config {path}: {err}") from None
 
 
 def run(args: argparse.Namespace) -> None:

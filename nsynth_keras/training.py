@@ -24,6 +24,7 @@ from nsynth_keras.data import NOTE_SOURCES, DataError, DataSpec
 from nsynth_keras.features import AUGMENTATIONS, FRONTEND, make_augment
 from nsynth_keras.files import (
     check_free_space,
+    check_output_dir,
     pid_lock,
     read_history,
     read_json,
@@ -35,7 +36,7 @@ from nsynth_keras.files import (
 from nsynth_keras.model import HOMEWORK, MODELS, build_cnn, feature_map_sizes
 from nsynth_keras.pipeline import split_features
 from nsynth_keras.runs import DivergedError, RunError, RunFolder, check_out_dir, check_run_name, package_versions
-from nsynth_keras.settings import setting
+from nsynth_keras.settings import check_fields, setting
 
 PRECISIONS = {"off": "float32", "on": "mixed_float16", "bf16": "mixed_bfloat16"}
 # Settings that may change when a killed run is resumed; every other setting must match.
@@ -67,7 +68,8 @@ class TrainConfig:
     finetune_extra: float = setting(0.0, "with --pretrain-epochs: keep R extra notes per real note in the "
                                          "fine-tuning batches, so families only the extra notes have (synth_lead) "
                                          "are not forgotten", metavar="R", group=TRAINING, at_least=0)
-    batch_size: int = setting(32, "batch size (per replica with --strategy)", group=TRAINING, at_least=1)
+    batch_size: int = setting(32, "batch size (per replica with --strategy)", group=TRAINING, at_least=1,
+                              below=2**31)
     learning_rate: float = setting(1e-3, "Adam learning rate", group=TRAINING, above=0)
     lr_schedule: str = setting("constant", "learning-rate schedule over the epochs", choices=("constant", "cosine"),
                                group=TRAINING)
@@ -78,7 +80,7 @@ class TrainConfig:
     class_weight: bool = setting(False, "weight the loss by inverse family frequency (balanced)", group=TRAINING)
     early_stopping: int = setting(0, "stop after PATIENCE epochs without a better val_accuracy (0: off)",
                                   metavar="PATIENCE", group=TRAINING, at_least=0)
-    seed: int = setting(0, "seed for weights and shuffling", group=TRAINING)
+    seed: int = setting(0, "seed for weights and shuffling", group=TRAINING, at_least=0, below=2**32)
     deterministic: bool = setting(False, "enable TF op determinism: identical metrics for identical runs "
                                          "(slower); --augment draws from stateful RNGs and is not bit-reproducible",
                                   group=TRAINING)
@@ -105,27 +107,17 @@ class TrainConfig:
         self.augment = tuple(self.augment)
 
     def validate(self) -> None:
+        """Each field against its declaration (type, bounds, choices: settings.check_fields), then the rules
+        between fields."""
+        try:
+            check_fields(self)
+        except ValueError as err:
+            raise RunError(str(err)) from None
         checks = [
-            (self.model in MODELS, f"--model {self.model!r}: choose {' or '.join(MODELS)}"),
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.pretrain_epochs >= 0, "--pretrain-epochs must be 0 or more"),
-            (math.isfinite(self.finetune_extra) and self.finetune_extra >= 0, "--finetune-extra must be 0 or more"),
             (not self.finetune_extra or self.pretrain_epochs, "--finetune-extra goes with --pretrain-epochs"),
             (not (self.pretrain_epochs and self.strategy == "multiworker"),
              "--pretrain-epochs does not run with --strategy multiworker"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (math.isfinite(self.learning_rate) and self.learning_rate > 0, "--learning-rate must be above 0"),
-            (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
-            (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
-            (self.weight_decay >= 0, "--weight-decay must be 0 or more"),
-            (self.early_stopping >= 0, "--early-stopping must be 0 or more"),
-            (self.dense_units >= 0, "--dense-units must be 0 or more"),
-            (self.kernel_size >= 1, "--kernel-size must be at least 1"),
-            (bool(self.filters) and min(self.filters) >= 1, "--filters must be positive kernel counts"),
-            (set(self.augment) <= set(AUGMENTATIONS), f"--augment: choose from {', '.join(AUGMENTATIONS)}"),
-            (self.mixed_precision in ("auto", *PRECISIONS), f"--mixed-precision {self.mixed_precision!r}"),
-            (self.padding in ("same", "valid"), f"--padding {self.padding!r}: choose same or valid"),
-            (self.lr_schedule in ("constant", "cosine"), f"--lr-schedule {self.lr_schedule!r}"),
+            (bool(self.filters), "--filters: give at least one kernel count"),
         ]
         for ok, message in checks:
             if not ok:
@@ -294,8 +286,10 @@ class RunPaths:
 
 
 def resume_settings(config: TrainConfig, spec: DataSpec) -> dict:
-    """What must match for a killed run to be resumed."""
-    settings = {k: v for k, v in config.to_json().items() if k not in RESUMABLE_CHANGES}
+    """What must match for a killed run to be resumed. The cosine schedule decays over every step of --epochs,
+    so with it the epochs must match too (another count would silently change the schedule)."""
+    may_change = [k for k in RESUMABLE_CHANGES if not (k == "epochs" and config.lr_schedule == "cosine")]
+    settings = {k: v for k, v in config.to_json().items() if k not in may_change}
     return {"settings": settings, "data": spec.to_json()}
 
 
@@ -326,9 +320,11 @@ def prepare_run_folder(config: TrainConfig, spec: DataSpec, worker: int = 0) -> 
                              if started["settings"].get(k) != (saved or {}).get("settings", {}).get(k))
             if saved and saved.get("data") != started["data"]:
                 changed.append("data")
+            why = (" (--lr-schedule cosine decays over the run's --epochs, so they cannot change on resume)"
+                   if "epochs" in changed else "")
             raise RunError(f"{partial.path} holds a killed run of {name!r} started with other settings "
-                           f"({', '.join(changed) or 'unknown: no ' + RunFolder.STARTED}); rerun it with the same "
-                           "flags to resume it, or pass --overwrite to discard it")
+                           f"({', '.join(changed) or 'unknown: no ' + RunFolder.STARTED}){why}; rerun it with the "
+                           "same flags to resume it, or pass --overwrite to discard it")
         partial.remove_stale_temporaries()
     resuming = os.path.isdir(partial.backup)
     os.makedirs(partial.path, exist_ok=True)
@@ -378,6 +374,7 @@ def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
     if spec.select_extra:
         heldout, splits["heldout"] = split_features(spec, "valid", global_batch, cache_dir=config.cache_dir,
                                                     part="extra")
+        dropped += splits["heldout"].overlap_dropped
         selection = valid_ds.concatenate(heldout)  # both already cached: no note is decoded twice
     counts = {s: d.num_examples for s, d in splits.items()}
     if selection is not None:
@@ -507,6 +504,8 @@ def _train(config: TrainConfig, spec: DataSpec, log, verbose) -> str | None:
         tf.config.experimental.enable_op_determinism()
     name = check_run_name(config.run_name or f"{config.model}-{datetime.now():%Y%m%d-%H%M%S}")
     config = dataclasses.replace(config, run_name=name)
+    if config.cache_dir:
+        check_output_dir(config.cache_dir, "--cache-dir")
     check_out_dir(config.out)
     check_free_space(config.out)
     # One writer per run name: everything below (clearing, resuming, renaming) happens under the lock.

@@ -19,7 +19,7 @@ from nsynth_keras.files import atomic_path, pid_lock, read_json, remove, write_j
 from nsynth_keras.model import build_cnn, feature_map_sizes
 from nsynth_keras.pipeline import split_features
 from nsynth_keras.plots import plot_tuning
-from nsynth_keras.settings import setting
+from nsynth_keras.settings import check_fields, setting
 from nsynth_keras.training import TrainConfig, compile_model, one_hot
 
 SPACE = {
@@ -47,23 +47,19 @@ class SearchConfig:
     epochs: int = setting(12, "max epochs per trial (and of the --export-best retraining)", at_least=1)
     patience: int = setting(3, "EarlyStopping patience inside trials (and of the --export-best retraining)",
                             at_least=0)
-    batch_size: int = setting(32, "batch size", at_least=1)
-    seed: int = setting(0, "seed")
+    batch_size: int = setting(32, "batch size", at_least=1, below=2**31)
+    seed: int = setting(0, "seed", at_least=0, below=2**32)
     overwrite: bool = setting(False, "start the search over (with --export-best: replace the exported run)")
     # The settings a search hands to its --export-best retraining (as TrainConfig fields in best_train_config).
     RETRAINING = ("epochs", "patience", "batch_size", "seed")
 
     def validate(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise DataError(f"--algorithm {self.algorithm!r}: choose hyperband, bayesian or random")
-        if self.max_trials < 1:
-            raise DataError("--max-trials must be at least 1 (keras-tuner reads 0 as 'no limit')")
-        if self.epochs < 1:
-            raise DataError("--epochs must be at least 1")
+        try:
+            check_fields(self)  # types, bounds and choices as declared above
+        except ValueError as err:
+            raise DataError(str(err)) from None
         if self.algorithm == "hyperband" and self.epochs < 2:
             raise DataError("--epochs must be at least 2 for hyperband (it trains brackets of fewer epochs)")
-        if self.patience < 0 or self.batch_size < 1:
-            raise DataError("--patience must be 0 or more and --batch-size at least 1")
 
 
 def trial_kwargs(values: dict) -> dict:
@@ -161,14 +157,15 @@ def search(config: SearchConfig, spec: DataSpec, log=print, verbose: int | None 
     keras.utils.set_random_seed(config.seed)
     # The lock comes first: --overwrite deletes only what a search it holds the lock for wrote.
     with project_lock(project):
+        record = search_record(config, spec)
         if is_project(project):
             if config.overwrite and tuner_id() == "chief":
                 clear_project(project)  # a tuning project this command wrote: start over
             elif not config.overwrite:
+                check_same_search(project, record)
                 log(f"Resuming the search in {project} (--overwrite starts over)")
-        if tuner_id() == "chief":
-            write_json(os.path.join(project, SEARCH_RECORD),
-                       {"data": spec.to_json(), "search": dataclasses.asdict(config)})
+        if tuner_id() == "chief":  # written only once the checks passed: the record is never lost
+            write_json(os.path.join(project, SEARCH_RECORD), record)
         # Built once; features cached in memory, so trials never recompute log-mels.
         train_ds, _ = split_features(spec, "train", config.batch_size, training=True, seed=config.seed)
         valid_ds, _ = split_features(spec, "valid", config.batch_size)
@@ -178,7 +175,55 @@ def search(config: SearchConfig, spec: DataSpec, log=print, verbose: int | None 
                      shuffle=False, verbose=(2 if os.environ.get("CI") else 1) if verbose is None else verbose)
 
 
-def load_trials(project: str) -> list[dict]:
+# Settings that may differ when a search is resumed: where it is, whether to start over, and the trial budget
+# (rerunning with a larger --max-trials is how a search is continued).
+RESUMABLE = ("project", "overwrite", "max_trials")
+
+
+def search_record(config: SearchConfig, spec: DataSpec) -> dict:
+    """What a project records of its search (search.json): the data and every search setting."""
+    return {"data": spec.to_json(), "search": dataclasses.asdict(config)}
+
+
+def check_same_search(project: str, record: dict) -> None:
+    """A project resumes only the search it was started with, like a run: other data or settings are refused,
+    naming what changed (a search.json that cannot be read is refused too)."""
+    path = os.path.join(project, SEARCH_RECORD)
+    if not os.path.isfile(path):
+        return  # an old project (before search.json): nothing to compare with
+    saved = read_json(path)
+    if not isinstance(saved, dict):
+        raise DataError(f"{path}: not a search record; pass --overwrite to start the search over")
+    old, new = saved.get("search") or {}, record["search"]
+    changed = sorted(k for k in {*old, *new} if k not in RESUMABLE and old.get(k) != new.get(k))
+    changed += ["data"] if saved.get("data") != record["data"] else []
+    if changed:
+        shown = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" if k != "data" else "the data flags"
+                          for k in changed)
+        raise DataError(f"{project} holds a search started with other settings ({shown}): rerun it with the same "
+                        "flags to resume it, choose another --project, or pass --overwrite to start over")
+
+
+def read_trial(path: str) -> dict:
+    """One row of the trial table from a trial.json (KeyError, TypeError, ... where it is not one)."""
+    with open(path, encoding="utf-8") as f:
+        t = json.load(f)
+    values = t["hyperparameters"]["values"]
+    trial_kwargs(values)  # every hyperparameter the table shows is there and has its type
+    values = {**values, "learning_rate": float(values["learning_rate"])}
+    metrics = (t.get("metrics") or {}).get("metrics") or {}
+
+    def best(metric: str) -> float | None:
+        obs = (metrics.get(metric) or {}).get("observations") or []
+        return max((float(o["value"][0]) for o in obs), default=None)
+
+    message = t.get("message") or ""
+    return {"trial": str(t["trial_id"]), "status": str(t["status"]), **values,
+            "val_accuracy": best("val_accuracy"), "seconds": best("train_seconds"),
+            "reason": message.strip().splitlines()[-1] if message.strip() else ""}
+
+
+def load_trials(project: str, log=print) -> list[dict]:
     """Every trial of a project: id, status, hyperparameters, val_accuracy, time, params, reason."""
     if not os.path.isdir(project):
         raise DataError(f"{project}: no tuning project there; run a search first")
@@ -187,18 +232,12 @@ def load_trials(project: str) -> list[dict]:
         path = os.path.join(project, name, "trial.json")
         if not name.startswith("trial_") or not os.path.isfile(path):
             continue
-        with open(path) as f:
-            t = json.load(f)
-        values = t["hyperparameters"]["values"]
-        metrics = t.get("metrics", {}).get("metrics", {})
-
-        def best(metric, metrics=metrics):
-            obs = metrics.get(metric, {}).get("observations", [])
-            return max((o["value"][0] for o in obs), default=None)
-
-        row = {"trial": t["trial_id"], "status": t["status"], **values,
-               "val_accuracy": best("val_accuracy"), "seconds": best("train_seconds"),
-               "reason": (t.get("message") or "").strip().splitlines()[-1] if t.get("message") else ""}
+        try:
+            row = read_trial(path)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+            log(f"warning: skipped {path}: not a readable keras-tuner trial ({type(err).__name__}: {err})")
+            continue
+        values = {k: row[k] for k in SPACE}
         try:
             row["params"] = build_cnn(**trial_kwargs(values)).count_params()
         except (ValueError, KeyError):
@@ -211,7 +250,7 @@ def load_trials(project: str) -> list[dict]:
 
 def summarise(project: str, log=print) -> list[dict]:
     """Print the trial table; write summary.csv (and summary.png when a trial completed)."""
-    trials = load_trials(project)
+    trials = load_trials(project, log)
     done = sorted((t for t in trials if t["val_accuracy"] is not None), key=lambda t: -t["val_accuracy"])
     failed = [t for t in trials if t["status"] == "FAILED"]
     cols = ["trial", "base_filters", "blocks", "kernel_size", "padding", "strides", "dropout", "dense_units",

@@ -15,7 +15,9 @@ import json
 import os
 import shutil
 import threading
+import urllib.parse
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from nsynth_keras.errors import RunError
 from nsynth_keras.runs import RunFolder
@@ -30,7 +32,18 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--autoplay-policy=no-user-gesture-required"]
 MIME = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript", ".json": "application/json",
-        ".tflite": "application/octet-stream", ".css": "text/css", ".html": "text/html"}
+        ".tflite": "application/octet-stream", ".css": "text/css", ".html": "text/html", ".png": "image/png",
+        ".map": "application/json"}
+PAGE_FILES = ("index.html", "app.mjs", "style.css")  # web/'s own files; "/" is index.html
+# The server answers only these routes, each mapped to a resolved file: no listing, no dotfile, no link out.
+MODEL_ROUTE, INFO_ROUTE, CHECK_ROUTE = f"/model/{WAVEFORM}", "/model/info.json", "/check/"
+PACKAGE_ROUTE = "/" + MEDIAPIPE_JS.replace(os.sep, "/") + "/"
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+                    "Cross-Origin-Resource-Policy": "same-origin"}
+REQUEST_TIMEOUT_S = 10  # a half-sent request is dropped after this
+WORKERS = 64  # connections served at once (a stalled one holds its thread up to REQUEST_TIMEOUT_S); the rest queue
+BACKLOG = 1024  # connections the kernel queues before the server accepts them (capped by net.core.somaxconn)
 
 
 def model_info(path: str) -> dict:
@@ -50,44 +63,143 @@ def check_page_files(web_dir: str = WEB_DIR) -> None:
                        "npm ci --prefix web (it installs the pinned MediaPipe Tasks for Web and its wasm files)")
 
 
-class Handler(http.server.SimpleHTTPRequestHandler):
-    """web/ as it is; model/ from the run (or the files given); check/ from memory (the browser check)."""
+def inside(root: str, relative: str) -> str | None:
+    """The file ``relative`` names under ``root``, resolved (links followed), if it is a regular file that
+    stays inside root, has no hidden part and is of a type the page uses; None otherwise."""
+    parts = relative.split("/")
+    if any(not p or p.startswith(".") for p in parts) or os.path.splitext(relative)[1] not in MIME:
+        return None
+    real_root = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(real_root, *parts))
+    if os.path.commonpath([real_root, path]) != real_root or not os.path.isfile(path):
+        return None
+    return path
 
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME}
 
-    def __init__(self, *args, model: str, memory: dict[str, bytes], quiet: bool, **kwargs):
-        self.model, self.memory, self.quiet = model, memory, quiet
+class Handler(http.server.BaseHTTPRequestHandler):
+    """GET and HEAD on a few routes: web/'s page files, the MediaPipe package's files, model/ from the run
+    (or the file given), check/ from memory (the browser check). Everything else is 404."""
+
+    server_version = "nsynth-keras"
+    sys_version = ""
+    timeout = REQUEST_TIMEOUT_S
+
+    def __init__(self, *args, model: str, memory: dict[str, bytes], quiet: bool, web_dir: str, port: list[int],
+                 **kwargs):
+        self.model, self.memory, self.quiet, self.web_dir, self.port = model, memory, quiet, web_dir, port
         super().__init__(*args, **kwargs)
 
     def do_GET(self):  # noqa: N802 (http.server's name)
-        path = self.path.split("?", 1)[0]
-        if path == f"/model/{WAVEFORM}":
-            return self.send_bytes(open(self.model, "rb").read(), MIME[".tflite"])
-        if path == "/model/info.json":
-            return self.send_bytes(json.dumps(model_info(self.model)).encode(), MIME[".json"])
-        if path.startswith("/check/") and path[len("/check/"):] in self.memory:
-            return self.send_bytes(self.memory[path[len("/check/"):]], "application/octet-stream")
-        return super().do_GET()
+        self.answer(body=True)
 
-    def send_bytes(self, data: bytes, content_type: str) -> None:
+    def do_HEAD(self):  # noqa: N802
+        self.answer(body=False)
+
+    def answer(self, body: bool) -> None:
+        if not self.host_allowed():
+            return self.refuse(421, "Misdirected Request: this server answers only 127.0.0.1, localhost and [::1]")
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        if "\0" in path or "\\" in path:
+            return self.refuse(400, "Bad Request")
+        found = self.route(path)
+        if found is None:
+            return self.refuse(404, "Not Found")
+        data, content_type = found
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", "no-store" if path.startswith(("/model/", CHECK_ROUTE)) else "no-cache")
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if body:
+            self.wfile.write(data)
+
+    def route(self, path: str) -> tuple[bytes, str] | None:
+        """(body, content type) for a path the page uses, or None."""
+        if path == MODEL_ROUTE:
+            return read_file(self.model), MIME[".tflite"]
+        if path == INFO_ROUTE:
+            return json.dumps(model_info(self.model)).encode(), MIME[".json"]
+        if path.startswith(CHECK_ROUTE):
+            data = self.memory.get(path[len(CHECK_ROUTE):])
+            return None if data is None else (data, "application/octet-stream")
+        if path.startswith(PACKAGE_ROUTE):
+            file = inside(os.path.join(self.web_dir, MEDIAPIPE_JS), path[len(PACKAGE_ROUTE):])
+        else:
+            name = path.lstrip("/") or "index.html"
+            file = inside(self.web_dir, name) if name in PAGE_FILES else None
+        return None if file is None else (read_file(file), MIME[os.path.splitext(file)[1]])
+
+    def host_allowed(self) -> bool:
+        """Only loopback names with our port: a page on another site cannot reach this server through DNS
+        rebinding (its requests carry that site's name as Host)."""
+        host = self.headers.get("Host")
+        return host is not None and host.lower() in {f"{h}:{self.port[0]}" for h in LOOPBACK}
+
+    def refuse(self, code: int, text: str) -> None:
+        data = f"{code} {text}\n".encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
         if not self.quiet:
             super().log_message(format, *args)
 
 
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class PooledHTTPServer(http.server.HTTPServer):
+    """An HTTP server that answers on a bounded pool of threads, with a deep listen queue."""
+
+    request_queue_size = BACKLOG
+    daemon_threads = True
+
+    def __init__(self, *args, workers: int = WORKERS, **kwargs):
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="web")
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address):
+        self.pool.submit(self._answer, request, client_address)
+
+    def _answer(self, request, client_address):
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # noqa: BLE001  one broken connection never stops the server
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def handle_error(self, request, client_address):
+        pass  # a client that hung up or timed out: nothing to report
+
+    def server_close(self):
+        super().server_close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
 def waveform_model(run: str) -> str:
-    """The run's model_waveform.tflite, or a .tflite file given directly."""
+    """The run's model_waveform.tflite, or a .tflite file given directly; refused unless it takes a 4 s waveform
+    (the page has no log-mel frontend of its own)."""
     path = run if run.endswith(".tflite") else os.path.join(run, WAVEFORM)
     if not os.path.isfile(path):
         raise RunError(f"{run}: no {WAVEFORM}; run python -m nsynth_keras.export {run} first (the browser runs the "
                        "model with the log-mel frontend inside)")
+    from nsynth_keras.inference import TFLiteClassifier  # loads LiteRT: only when a model is checked
+
+    if not TFLiteClassifier(path).takes_waveform:
+        folder = os.path.dirname(os.path.abspath(path))
+        raise RunError(f"{path} takes log-mels, not audio: the page needs the waveform model; run python -m "
+                       f"nsynth_keras.export {folder} and serve its {WAVEFORM}")
     return path
 
 
@@ -96,15 +208,17 @@ def serve(model: str, port: int = 0, memory: dict[str, bytes] | None = None, qui
           web_dir: str = WEB_DIR) -> Iterator[str]:
     """Serve the page and a waveform model on 127.0.0.1 (port 0: any free port) in a thread; yield the URL."""
     check_page_files(web_dir)
-    handler = functools.partial(Handler, model=model, memory=memory or {}, quiet=quiet, directory=web_dir)
+    bound: list[int] = [port]  # the handler's Host check needs the port actually bound
+    handler = functools.partial(Handler, model=model, memory=memory or {}, quiet=quiet, web_dir=web_dir, port=bound)
     try:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        server = PooledHTTPServer(("127.0.0.1", port), handler)
     except OSError as err:
         raise RunError(f"cannot serve on 127.0.0.1:{port} ({err.strerror})") from None
+    bound[0] = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        yield f"http://127.0.0.1:{bound[0]}/"
     finally:
         server.shutdown()
         server.server_close()

@@ -70,3 +70,18 @@ def test_predict_memory_bench_streams_long_recordings(tmp_path):
     assert all(c["exit_code"] == 0 and c["peak_rss_mib"] > 0 for c in cases.values())
     rows = (tmp_path / "cache" / "out.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 15  # the header, then every 4 s window of both one-minute files
+
+
+@pytest.mark.slow
+def test_server_bench_answers_every_request_and_closes_stalled_connections(tmp_path):
+    from nsynth_keras.webpage import MEDIAPIPE_JS, WEB_DIR
+
+    if not os.path.isdir(os.path.join(WEB_DIR, MEDIAPIPE_JS, "wasm")):
+        pytest.skip("web/node_modules is missing: npm ci --prefix web (the browser extra)")
+    import server
+
+    assert server.main(["--quick", "--results", str(tmp_path)]) == 0
+    result = json.load(open(tmp_path / "server_quick.json"))
+    assert result["mixed"]["answered"] == result["mixed"]["requests"] == 100
+    assert result["mixed"]["statuses"]["404"] > 0  # the listing and the missing path
+    assert result["stalled"]["closed_by_server"] == result["stalled"]["connections"]

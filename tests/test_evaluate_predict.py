@@ -44,6 +44,12 @@ def test_evaluate_real_split_writes_json_and_png_for_keras_and_tflite(trained_ru
     assert r["num_notes"] == 200 and os.path.getsize(os.path.join(trained_run, "confusion_valid.png")) > 10_000
     assert np.sum(r["confusion_matrix"]["counts"]) == 200
     assert r["families"]["synth_lead"]["support"] == 0 and len(r["macro_f1_families"]) == 10
+    # The twin audit splits the notes in two, and the two accuracies make up the whole.
+    novel, twins = r["novel"], r["twins"]
+    assert novel["num_notes"] + twins["num_notes"] == 200 and novel["num_notes"] == r["twin_audit"]["novel"]
+    assert novel["accuracy"] * novel["num_notes"] + twins["accuracy"] * twins["num_notes"] == \
+        pytest.approx(r["accuracy"] * 200)
+    assert "novel notes (no training twin): accuracy" in out
     tflite = os.path.join(trained_run, "model.tflite")
     assert evaluate.main([tflite, "--data-dir", data_dir, "--split", "valid"]) == 0
     r_lite = json.load(open(os.path.join(trained_run, "eval_valid_model.json")))

@@ -73,7 +73,7 @@ def test_out_that_is_a_file_or_bad_flag_values_are_one_line_errors(tmp_path, cap
             train.main([*flags, "--out", str(tmp_path)])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.strip().splitlines()[-1].endswith(message)
-    with pytest.raises(RunError, match="--dropout must be in"):  # the library checks configs made in code
+    with pytest.raises(RunError, match="--dropout: 1.5 must be below 1"):  # the library checks configs made in code
         TrainConfig(dropout=1.5).validate()
 
 
@@ -314,7 +314,7 @@ def test_tune_limits_are_validated_and_a_project_has_one_process(tmp_path, data_
         with pytest.raises(SystemExit):
             tune.main(["--data-dir", data_dir, "--project", str(tmp_path / "p"), "--algorithm", "random", *flags])
         assert message in capsys.readouterr().err
-    with pytest.raises(DataError, match="--max-trials must be at least 1"):
+    with pytest.raises(DataError, match="--max-trials: 0 must be at least 1"):
         SearchConfig(max_trials=0).validate()
     project = tmp_path / "locked"
     project.mkdir()

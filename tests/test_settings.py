@@ -91,7 +91,7 @@ def test_config_that_is_not_a_run_config_is_one_error(tmp_path, capsys):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"settings": {"epochs": 2, "colour": "red"}, "data": {}}))
     assert train.main(["--config", str(path)]) == 2
-    assert "not a run's config.json (TrainConfig: unknown settings colour)" in capsys.readouterr().err
+    assert f"--config {path}: settings: unknown settings colour" in capsys.readouterr().err
 
 
 def test_search_settings_are_flags_too():
