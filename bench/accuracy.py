@@ -65,6 +65,9 @@ CONFIGS = {
     # The best real-only configuration of the earlier bench (32-64-128-256, Dropout 0.3, every augmentation).
     "wide+augment": ({**WIDE, "augment": AUGMENT}, (), {}),
     "baseline+timgm6mb": ({}, ("timgm6mb",), {}),
+    # The recording chain (EQ, filters, room, noise) on half the training notes, drawn anew each epoch.
+    "baseline+chain": ({"recording_chain": 0.5}, (), {}),
+    "baseline+timgm6mb+chain": ({"recording_chain": 0.5}, ("timgm6mb",), {}),
     "wide+augment+timgm6mb": ({**WIDE, "augment": AUGMENT}, ("timgm6mb",), {}),
     "wide+augment+3sf": ({**WIDE, "augment": AUGMENT}, SF3, {}),
     "wide+augment+3sf-pretrain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10}, SF3, {}),

@@ -127,3 +127,64 @@ def make_augment(names: list[str] | tuple[str, ...]):
         return x, y
 
     return augment
+
+
+# --------------------------------------------------------------------------- recording chain
+# A training-only waveform augmentation (before the frontend): the same instrument as if recorded through
+# another microphone, room and preamp, so a model learns the instrument rather than one recording of it.
+
+CHAIN_FFT = 2**17  # >= one note plus the longest room response: linear (not circular) convolution
+MAX_RT60_S = 1.5
+
+
+def _eq_gain_db(n_bins: int) -> tf.Tensor:
+    """A random smooth EQ curve in dB over rfft bins: a spectral tilt, three peaking bands of +-9 dB and, now and
+    then, a low-pass (2-8 kHz) or a high-pass (40-300 Hz) at 12 dB per octave."""
+    freq = tf.maximum(tf.linspace(0.0, SAMPLE_RATE / 2, n_bins), 20.0)
+    octave = tf.math.log(freq / 1000.0) / tf.math.log(2.0)
+    gain = tf.random.uniform([], -3.0, 3.0) * octave  # dB per octave around 1 kHz
+    centres = tf.random.uniform([3], tf.math.log(100.0 / 1000) / tf.math.log(2.0), tf.math.log(6.0) / tf.math.log(2.0))
+    widths = tf.random.uniform([3], 0.3, 1.5)
+    peaks = tf.random.uniform([3], -9.0, 9.0)
+    gain += tf.reduce_sum(peaks[:, None] * tf.exp(-0.5 * ((octave[None, :] - centres[:, None]) / widths[:, None]) ** 2),
+                          axis=0)
+    low_pass = tf.math.log(tf.random.uniform([], 2000.0, 8000.0) / 1000.0) / tf.math.log(2.0)
+    high_pass = tf.math.log(tf.random.uniform([], 40.0, 300.0) / 1000.0) / tf.math.log(2.0)
+    gain -= tf.cast(tf.random.uniform([]) < 0.3, tf.float32) * 12.0 * tf.nn.relu(octave - low_pass)
+    gain -= tf.cast(tf.random.uniform([]) < 0.3, tf.float32) * 12.0 * tf.nn.relu(high_pass - octave)
+    return gain
+
+
+def _room_response() -> tf.Tensor:
+    """A synthetic room impulse response: the direct sound, then exponentially decaying noise (RT60 0.2-1.5 s)."""
+    length = int(MAX_RT60_S * SAMPLE_RATE)
+    t = tf.range(length, dtype=tf.float32) / SAMPLE_RATE
+    rt60 = tf.random.uniform([], 0.2, MAX_RT60_S)
+    tail = tf.random.normal([length]) * tf.exp(-6.91 * t / rt60)
+    tail /= tf.norm(tail) + 1e-9
+    return tf.concat([[1.0], tf.zeros([int(0.005 * SAMPLE_RATE)]), tail[: length - 1 - int(0.005 * SAMPLE_RATE)]], 0)
+
+
+def recording_chain(wave: tf.Tensor) -> tf.Tensor:
+    """One note [64000] through a random EQ and room (wet share 0-50%), then noise at 30-50 dB SNR. EQ and room
+    are linear filters, so they are one product of spectra (three FFTs a note)."""
+    n = tf.shape(wave)[0]
+    eq = tf.cast(tf.pow(10.0, _eq_gain_db(CHAIN_FFT // 2 + 1) / 20.0), tf.complex64)
+    share = tf.random.uniform([], 0.0, 0.5)
+    room = tf.signal.rfft(_room_response(), [CHAIN_FFT]) / tf.cast(tf.sqrt(2.0), tf.complex64)  # direct + tail: 2
+    response = eq * (tf.cast(1 - share, tf.complex64) + tf.cast(share, tf.complex64) * room)
+    out = tf.signal.irfft(tf.signal.rfft(wave, [CHAIN_FFT]) * response, [CHAIN_FFT])[:n]
+    rms = tf.sqrt(tf.reduce_mean(out**2) + 1e-12)
+    snr_db = tf.random.uniform([], 30.0, 50.0)
+    out += tf.random.normal(tf.shape(out)) * rms * tf.pow(10.0, -snr_db / 20.0)
+    return tf.ensure_shape(out, wave.shape)
+
+
+def make_wave_augment(probability: float) -> Callable[[dict], dict]:
+    """A note-element function (Dataset.map, training notes only): the recording chain with this probability."""
+    def augment(note: dict) -> dict:
+        wave = note["audio"]
+        chained = tf.cond(tf.random.uniform([]) < probability, lambda: recording_chain(wave), lambda: wave)
+        return {**note, "audio": chained}
+
+    return augment

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -33,12 +34,16 @@ def feature_dataset(
     training: bool = False,
     seed: int = 0,
     cache: str | None = "memory",
+    wave_augment: Callable[[dict], dict] | None = None,
 ) -> tf.data.Dataset:
     """Batched (log-mel [b, 64, 64, 1], family [b]) from a note dataset.
 
     Features are computed once and cached (``cache``: "memory", a file prefix, or None),
     so augmentation, mapped on the batches afterwards, sees fresh randomness each epoch.
+    ``wave_augment`` (training notes, before the frontend) makes features differ each epoch: nothing is cached.
     """
+    if wave_augment is not None:
+        notes, cache = notes.map(wave_augment, num_parallel_calls=tf.data.AUTOTUNE), None
     ds = notes.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
     if cache == "memory":
         ds = ds.cache()
@@ -61,12 +66,14 @@ def split_features(
     cache_dir: str | None = None,
     shard: tuple[int, int] | None = None,
     part: str = "all",
+    wave_augment: Callable[[dict], dict] | None = None,
 ) -> tuple[tf.data.Dataset, SplitData]:
     """make_dataset + feature_dataset for one split; file cache under cache_dir if given."""
     data = make_dataset(spec, split, shuffle=training, seed=seed, shard=shard, part=part)
     key = cache_key(spec, split, shard, part, seed)
     cache = os.path.join(cache_dir, f"{split}-{key}", "features") if cache_dir else "memory"
-    return feature_dataset(data.dataset, batch_size, training=training, seed=seed, cache=cache), data
+    return feature_dataset(data.dataset, batch_size, training=training, seed=seed, cache=cache,
+                           wave_augment=wave_augment), data
 
 
 def eval_dataset(spec: DataSpec, split: str, batch_size: int = 64) -> tf.data.Dataset:

@@ -22,11 +22,11 @@ META = "flag"  # the metadata key of a field that is a flag
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
             flag: str | None = None, metavar: str | None = None, group: str = "", above: float | None = None,
-            at_least: float | None = None, below: float | None = None) -> Any:
+            at_least: float | None = None, below: float | None = None, at_most: float | None = None) -> Any:
     """A dataclass field that is also a command-line flag (``--<name>`` unless ``flag`` says otherwise).
-    ``above``/``at_least``/``below`` bound numbers (checked at parse time, with the flag's name)."""
+    ``above``/``at_least``/``below``/``at_most`` bound numbers (checked at parse time, with the flag's name)."""
     meta = {META: {"help": help, "choices": choices, "flag": flag, "metavar": metavar, "group": group,
-                   "above": above, "at_least": at_least, "below": below}}
+                   "above": above, "at_least": at_least, "below": below, "at_most": at_most}}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple default, or a default_factory")
     return dataclasses.field(default=default, metadata=meta)
@@ -44,7 +44,7 @@ INT_LIMIT = 2**63  # every integer setting fits an int64 (TF's widest), whatever
 
 
 def bound_error(value: float, above: float | None = None, at_least: float | None = None,
-                below: float | None = None) -> str | None:
+                below: float | None = None, at_most: float | None = None) -> str | None:
     """Why a number breaks its bounds (None if it does not): one wording for flags and settings files."""
     if not math.isfinite(value):
         return "is not a finite number"
@@ -54,20 +54,22 @@ def bound_error(value: float, above: float | None = None, at_least: float | None
         return f"must be at least {at_least:g}"
     if below is not None and not value < below:
         return f"must be below {below:g}"
+    if at_most is not None and value > at_most:
+        return f"must be at most {at_most:g}"
     if isinstance(value, int) and not -INT_LIMIT < value < INT_LIMIT:
         return f"is out of range (at most {INT_LIMIT - 1})"
     return None
 
 
 def number_type(kind: type, above: float | None = None, at_least: float | None = None,
-                below: float | None = None):
+                below: float | None = None, at_most: float | None = None):
     """An argparse type: a finite int or float, optionally bounded."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        problem = bound_error(value, above, at_least, below)
+        problem = bound_error(value, above, at_least, below, at_most)
         if problem:
             raise argparse.ArgumentTypeError(f"{text!r} {problem}")
         return value
@@ -121,7 +123,7 @@ def add_flags(parser: argparse.ArgumentParser, cls, *, exclude: tuple[str, ...] 
             target.add_argument(name, help=m["help"], **kw)
             continue
         if kind in (int, float):
-            kw["type"] = number_type(kind, m["above"], m["at_least"], m["below"])
+            kw["type"] = number_type(kind, m["above"], m["at_least"], m["below"], m["at_most"])
         if many:
             kw["nargs"] = "+"
         if m["choices"]:
@@ -169,7 +171,7 @@ def value_error(f: dataclasses.Field, hint, value) -> str | None:
         return None
     m = f.metadata[META]
     if kind in (int, float):
-        problem = bound_error(value, m["above"], m["at_least"], m["below"])
+        problem = bound_error(value, m["above"], m["at_least"], m["below"], m["at_most"])
         if problem:
             return f"{shown} {problem}"
     if m["choices"] and value not in m["choices"]:

@@ -21,7 +21,7 @@ import tensorflow as tf
 from nsynth_keras import distributed, plots, tflite
 from nsynth_keras.config import DEFAULT_RUNS_DIR, FAMILIES, NUM_CLASSES
 from nsynth_keras.data import NOTE_SOURCES, DataError, DataSpec
-from nsynth_keras.features import AUGMENTATIONS, FRONTEND, make_augment
+from nsynth_keras.features import AUGMENTATIONS, FRONTEND, make_augment, make_wave_augment
 from nsynth_keras.files import (
     check_free_space,
     check_output_dir,
@@ -75,6 +75,11 @@ class TrainConfig:
                                group=TRAINING)
     augment: tuple[str, ...] = setting((), "training-only augmentations", choices=AUGMENTATIONS, metavar="AUG",
                                        group=TRAINING)
+    recording_chain: float = setting(0.0, "probability that a training note passes through a random recording "
+                                          "chain (EQ, filters, room reverb, noise at 30-50 dB SNR) before the "
+                                          "frontend, drawn anew each epoch; training log-mels are then recomputed "
+                                          "every epoch instead of cached (0: off)", metavar="P", group=TRAINING,
+                                     at_least=0, at_most=1)
     label_smoothing: float = setting(0.0, "label smoothing for the cross-entropy", group=TRAINING, at_least=0,
                                      below=1)
     class_weight: bool = setting(False, "weight the loss by inverse family frequency (balanced)", group=TRAINING)
@@ -357,8 +362,9 @@ def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
     if config.pretrain_epochs:
         part = "all" if config.finetune_extra else "real"
         train_spec = dataclasses.replace(spec, extra_ratio=config.finetune_extra or None, extra_balance=False)
+    chain = make_wave_augment(config.recording_chain) if config.recording_chain else None
     train_ds, train_data = split_features(train_spec, "train", global_batch, training=True, seed=config.seed,
-                                          cache_dir=config.cache_dir, shard=shard, part=part)
+                                          cache_dir=config.cache_dir, shard=shard, part=part, wave_augment=chain)
     valid_ds, valid_data = split_features(spec, "valid", global_batch, cache_dir=config.cache_dir, part="real")
     test_ds, test_data = split_features(spec, "test", config.batch_size, cache_dir=config.cache_dir)
     splits = {"train": train_data, "valid": valid_data, "test": test_data}
@@ -366,7 +372,7 @@ def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
     pretrain, dropped = None, list(train_data.overlap_dropped)
     if config.pretrain_epochs:
         pretrain, extra = split_features(spec, "train", global_batch, training=True, seed=config.seed,
-                                         cache_dir=config.cache_dir, shard=shard, part="extra")
+                                         cache_dir=config.cache_dir, shard=shard, part="extra", wave_augment=chain)
         parts.update({f"{folder} (pretraining)": n for folder, n in extra.parts.items()})
         dropped += extra.overlap_dropped
         splits["pretrain"] = extra

@@ -21,7 +21,8 @@ OTHER = {"model": "cnn", "filters": (8, 16), "kernel_size": 5, "padding": "valid
          "pretrain_epochs": 2, "finetune_extra": 0.5, "batch_size": 16, "learning_rate": 3e-4,
          "lr_schedule": "cosine", "augment": ("gain", "mixup"), "label_smoothing": 0.1, "class_weight": True,
          "early_stopping": 3, "seed": 4, "deterministic": True, "mixed_precision": "bf16", "strategy": "mirrored",
-         "out": "elsewhere", "run_name": "r1", "overwrite": True, "cache_dir": "cache", "tflite": False}
+         "out": "elsewhere", "run_name": "r1", "overwrite": True, "cache_dir": "cache", "tflite": False,
+         "recording_chain": 0.5}
 
 
 def argv_of(values: dict, cls) -> list[str]:

@@ -79,3 +79,28 @@ def test_cosine_schedule_decays_to_zero_over_every_step():
     assert float(schedule(0)) == pytest.approx(3e-3)
     assert float(schedule(steps // 2)) == pytest.approx(1.5e-3, rel=1e-3)
     assert float(schedule(steps)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_recording_chain_colours_a_note_and_each_epoch_draws_anew(tiny_nsynth):
+    from nsynth_keras.config import NUM_SAMPLES, SAMPLE_RATE
+    from nsynth_keras.data import DataSpec
+    from nsynth_keras.features import log_mel, make_wave_augment, recording_chain
+    from nsynth_keras.pipeline import split_features
+
+    t = np.arange(NUM_SAMPLES) / SAMPLE_RATE
+    note = tf.constant((0.5 * np.sin(2 * np.pi * 440 * t) * np.exp(-3 * t)).astype(np.float32))
+    tf.random.set_seed(3)
+    out = recording_chain(note)
+    assert out.shape == note.shape and bool(tf.reduce_all(tf.math.is_finite(out)))
+    # Reverb lengthens the decay: the last second keeps more energy than the dry note's.
+    tail = slice(3 * SAMPLE_RATE, None)
+    rms = [float(tf.sqrt(tf.reduce_mean(w[tail] ** 2)) / tf.sqrt(tf.reduce_mean(w**2))) for w in (note, out)]
+    assert rms[1] > rms[0]
+    mels = log_mel(tf.stack([note, out])).numpy()
+    assert 0.3 < np.corrcoef(mels[0].ravel(), mels[1].ravel())[0, 1] < 0.99  # the same note, recorded otherwise
+    assert make_wave_augment(0.0)({"audio": note})["audio"] is note or np.array_equal(
+        make_wave_augment(0.0)({"audio": note})["audio"].numpy(), note.numpy())
+    ds, _ = split_features(DataSpec(data_dir=tiny_nsynth), "train", 6, training=True,
+                           wave_augment=make_wave_augment(1.0))
+    first, second = (next(iter(ds))[0].numpy() for _ in range(2))
+    assert first.shape == (6, 64, 64, 1) and not np.allclose(np.sort(first.ravel()), np.sort(second.ravel()))
