@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -139,6 +140,98 @@ def run_one(name: str, seed: int, args, out: str) -> tuple[dict, dict]:
     return result, {"train": dataclasses.asdict(config), "data": spec.to_json()}
 
 
+PUBLISHED = ("model.keras", "model_waveform.tflite", "labels.txt", "config.json", "history.json")
+
+
+def publish(run: str, name: str, seed: int, spec: DataSpec, summary: dict | None, dest: str) -> None:
+    """Make ``dest`` the shipped model: the run's Keras model and waveform TFLite (with metadata), its config and
+    history, the evaluation of valid and test (with the twin audit) and a model card; swapped in whole."""
+    from nsynth_keras.files import atomic_path
+    from nsynth_keras.runs import load_keras
+    from nsynth_keras.tflite import write_tflite
+
+    write_tflite(load_keras(os.path.join(run, "model.keras")), "waveform", os.path.join(run, "model_waveform.tflite"))
+    reports = {split: evaluate(run, spec, split)[0] for split in ("valid", "test")}
+    with atomic_path(dest, folder=True) as tmp:
+        os.makedirs(tmp)
+        for file in PUBLISHED:
+            shutil.copy2(os.path.join(run, file), os.path.join(tmp, file))
+        write_json(os.path.join(tmp, "evaluation.json"), reports)
+        with open(os.path.join(tmp, "MODEL_CARD.md"), "w", encoding="utf-8") as f:
+            f.write(model_card(name, seed, read_json(os.path.join(run, "config.json")), reports, summary))
+    sizes = {file: os.path.getsize(os.path.join(dest, file)) for file in os.listdir(dest)}
+    print(f"[accuracy] published {name} seed {seed} to {dest}: {sum(sizes.values()) / 2**20:.2f} MiB "
+          + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items()))
+
+
+def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict | None) -> str:
+    """The shipped model's card: what it is, what it was trained on, its scores, what it is not for."""
+    test, valid = reports["test"], reports["valid"]
+    fmt = "{mean:.3f} ± {std:.3f}".format
+    spread = ""
+    if summary:
+        keys = [("test accuracy", "test_accuracy"), ("test novel", "test_novel_accuracy"),
+                ("test other copies", "test_other_copies_accuracy"), ("valid novel", "valid_novel_accuracy")]
+        spread = ("\n\nThe same configuration over seeds " + ", ".join(map(str, summary["seeds"])) + ": "
+                  + "; ".join(f"{label} {fmt(**summary[k])}" for label, k in keys if k in summary) + ".")
+    families = "\n".join(f"| {f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} | "
+                         f"{test['novel']['recall'].get(f, float('nan')):.3f} |"
+                         for f, m in test["families"].items() if m["support"])
+    sources = ", ".join(f"{k} {v['accuracy']:.3f} (n={v['num_notes']})" for k, v in test["by_source"].items())
+    train_notes = ", ".join(f"{n} from {os.path.basename(k)}" for k, n in config["train_notes_by_folder"].items())
+
+    def row(split: str, r: dict) -> str:
+        part = r.get("other_copies")
+        other = f"{part['accuracy']:.3f} (n={part['num_notes']})" if part and part["num_notes"] else "-"
+        return (f"| {split} | {r['num_notes']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['top3_accuracy']:.3f} "
+                f"| {r['novel']['accuracy']:.3f} (n={r['novel']['num_notes']}) | {other} |")
+
+    return f"""# The shipped model: `{name}`, seed {seed}
+
+What `predict`, `evaluate`, `tflite_check` and `web` use when no RUN is given. Rebuild it (the same files on the same
+machine kind) with:
+
+```
+python bench/accuracy.py --only {name} --seeds {seed} --publish saved_models/pretrained
+```
+
+**What it is.** A Keras CNN ({config["model"]["params"]:,} parameters; settings in `config.json`) that names the
+instrument family (11 NSynth families) of one isolated 4-second note, from a 64x64 log-mel spectrogram. `model.keras`
+takes log-mels `[batch, 64, 64, 1]`; `model_waveform.tflite` takes 16 kHz mono audio `[1, 64000]` with the
+frontend inside and carries TFLite Metadata (labels, audio properties), for MediaPipe and the demo page.
+
+**Trained on** {config["notes"]["train"]} notes: {train_notes}
+(the shared NSynth subset: 40 instruments; CC BY 4.0). Best epoch chosen on the 200 valid notes; precision
+{config["precision_policy"]}.
+
+## Scores (`evaluation.json`; a test reproduces them)
+
+| split | notes | accuracy | macro-F1 | top-3 | novel notes (no training twin) | notes of other copies |
+|---|---|---|---|---|---|---|
+{row("valid", valid)}
+{row("test", test)}
+
+Test by instrument source: {sources}.{spread}
+
+**Read the novel column.** Test instruments are never in training, but NSynth files some instruments twice under
+other ids, and {test["twins"]["num_notes"]} of the {test["num_notes"]} test notes have such a near-copy in train
+(`python -m nsynth_keras.audit`).
+On an instrument or a recording it has never heard, expect the novel figure, not the full-test one.
+Families never named right on novel test notes: {", ".join(test["novel"]["missed_families"]) or "none"}.
+
+| family (test) | recall | F1 | notes | recall on novel notes |
+|---|---|---|---|---|
+{families}
+
+## Not for
+
+Chords, drum loops, speech, long mixes or silence: it was trained on single isolated notes, 4 s each, and always
+answers with one of the 11 families, however far the input is from a note. synth_lead: the shared training notes
+have none, so it (almost) never says synth_lead. Scores come from {test["num_notes"]} test notes: read differences of a
+few points as noise.
+"""
+
+
 def mean_std(values) -> dict:
     values = np.asarray(list(values), float)
     return {"mean": float(values.mean()), "std": float(values.std())}
@@ -227,6 +320,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="1 seed, 1 epoch, 40 notes per split, two configurations")
     p.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     p.add_argument("--report", action="store_true", help="only rewrite accuracy.md from accuracy.json")
+    p.add_argument("--publish", default=None, metavar="DIR",
+                   help="make DIR the shipped model from the (one) configuration and seed run: its model, waveform "
+                        "TFLite, config, evaluation and model card (e.g. saved_models/pretrained)")
     args = p.parse_args(argv)
     names = args.only or list(CONFIGS)
     if args.quick:
@@ -237,12 +333,15 @@ def main(argv=None) -> int:
     results = read_json(json_path)["configs"] if os.path.isfile(json_path) else {}
     if args.report:
         names = []
+    if args.publish and (len(names) != 1 or len(args.seeds) != 1):
+        p.error("--publish takes one configuration (--only NAME) and one seed (--seeds N)")
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or tmp
         for name in names:
             try:
                 for seed in args.seeds:
                     r, settings = run_one(name, seed, args, out)
+                    run_dir = os.path.join(out, f"{name.replace('+', '_')}-seed{seed}")
                     print(f"[accuracy] {name} seed {seed}: test acc {r['test']['accuracy']:.3f} macro-F1 "
                           f"{r['test']['macro_f1']:.3f} ({r['seconds']} s, {r['epochs_run']} epochs)", flush=True)
                     # Read again before writing: another invocation may have added runs meanwhile. A run replaces
@@ -256,6 +355,11 @@ def main(argv=None) -> int:
                     write_json(json_path, {"epochs": args.epochs, "patience": args.patience,
                                            "render": {**RENDER, "velocities": list(RENDER["velocities"])},
                                            "synth_sets": json.loads(json.dumps(SYNTH_SETS)), "configs": results})
+                    if args.publish:
+                        scoring = spec_from_args(args)
+                        publish(run_dir, name, seed, DataSpec(scoring.source, scoring.data_dir, scoring.tfds_config,
+                                                              scoring.filters, scoring.strict),
+                                results[name]["summary"] if len(runs) > 1 else None, args.publish)
             except FileNotFoundError as err:
                 print(f"[accuracy] {name}: skipped: {err}", flush=True)
                 continue

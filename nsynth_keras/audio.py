@@ -1,4 +1,4 @@
-"""Reading wav files into 4-second, 16 kHz, mono float32 notes, with clear errors."""
+"""Reading audio files (wav, flac, ogg, mp3) into 4-second, 16 kHz, mono float32 notes, with clear errors."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ class WavInfo:
                 and self.subtype == "PCM_16")
 
 
+# libsndfile's formats that every command reads (the same files the demo page decodes); TF's fast path takes wav.
+AUDIO_FORMATS = ("WAV", "WAVEX", "FLAC", "OGG", "MP3")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 MIN_RATE, MAX_RATE = 1_000, 384_000  # sample rates outside this are a broken (or hostile) header
 MAX_ABS_SAMPLE = 1e4  # float samples far outside full scale [-1, 1] overflow the float32 log-mel power
 # predict --hop streams recordings window by window (memory does not grow with length); this bounds the
@@ -59,15 +62,15 @@ def probe_wav(path: str) -> WavInfo:
             raise AudioError(path, f"a symbolic link that leads to no file (to {os.readlink(path)}: broken or a loop)")
         raise AudioError(path, "file not found")
     if os.path.isdir(path):
-        raise AudioError(path, "is a folder, not a wav file")
+        raise AudioError(path, "is a folder, not an audio file")
     if os.path.getsize(path) == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
         info = sf.info(path)
     except Exception as err:  # libsndfile reports many kinds of corruption
         raise AudioError(path, f"not a readable audio file ({_last_line(err)})") from None
-    if info.format != "WAV" and info.format != "WAVEX":
-        raise AudioError(path, f"not a wav file (format {info.format})")
+    if info.format not in AUDIO_FORMATS:
+        raise AudioError(path, f"not a wav, flac, ogg or mp3 file (format {info.format})")
     if info.frames <= 0:
         raise AudioError(path, "no audio samples (header only or truncated)")
     if not MIN_RATE <= info.samplerate <= MAX_RATE:

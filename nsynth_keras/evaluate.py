@@ -16,11 +16,14 @@ import sys
 from nsynth_keras.cli import add_data_args, make_parser, run_command, spec_from_args
 from nsynth_keras.evaluation import evaluate, format_report
 from nsynth_keras.inference import SAVED_MODEL_WARNING
+from nsynth_keras.runs import run_or_pretrained
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("evaluate", __doc__)
-    parser.add_argument("model", help="run folder, .keras or .tflite file (or a trusted SavedModel folder)")
+    parser.add_argument("model", nargs="?", default=None,
+                        help="run folder, .keras or .tflite file (or a trusted SavedModel folder); default: the "
+                             "shipped pretrained model")
     parser.add_argument("--out", default=None, help="folder for the report files (default: the run folder)")
     parser.add_argument("--trust-saved-model", action="store_true",
                         help=f"accept a SavedModel folder: {SAVED_MODEL_WARNING}")
@@ -29,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    r, json_path = evaluate(args.model, spec_from_args(args), args.split, args.out, args.trust_saved_model)
-    print(format_report(r, f"{args.model} on {args.split} ({r['model_kind']})"))
+    model = run_or_pretrained(args.model, log=print)
+    r, json_path = evaluate(model, spec_from_args(args), args.split, args.out, args.trust_saved_model)
+    print(format_report(r, f"{model} on {args.split} ({r['model_kind']})"))
     print(f"\nWrote {json_path} and its confusion_{args.split}*.png")
 
 

@@ -10,7 +10,15 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from nsynth_keras.audio import AudioError, Clip, Recording, open_recording, read_wav, recording_windows
+from nsynth_keras.audio import (
+    AUDIO_EXTENSIONS,
+    AudioError,
+    Clip,
+    Recording,
+    open_recording,
+    read_wav,
+    recording_windows,
+)
 from nsynth_keras.config import FAMILIES, INPUT_SHAPE, NUM_CLASSES, NUM_SAMPLES, SAMPLE_RATE
 from nsynth_keras.features import log_mel
 from nsynth_keras.files import first_line
@@ -174,14 +182,14 @@ BATCH = 64  # clips read and predicted together; --hop recordings go one at a ti
 
 
 def wav_files(paths: list[str], recursive: bool, on_skip=None) -> list[str]:
-    """The wav files named, and with ``recursive`` every .wav below the folders named, in sorted order.
+    """The audio files named, and with ``recursive`` every .wav/.flac/.ogg/.mp3 below the folders named, in order.
     Symbolic links to folders are followed once: a link back to a folder already walked is skipped, and
     ``on_skip(message)`` is told."""
     files = []
     for path in paths:
         if os.path.isdir(path):
             if not recursive:
-                raise ValueError(f"{path} is a folder: pass --recursive to classify every .wav below it")
+                raise ValueError(f"{path} is a folder: pass --recursive to classify every audio file below it")
             seen = {os.path.realpath(path)}
             for root, dirs, names in os.walk(path, followlinks=True):
                 walk = []
@@ -194,7 +202,7 @@ def wav_files(paths: list[str], recursive: bool, on_skip=None) -> list[str]:
                     seen.add(real)
                     walk.append(d)
                 dirs[:] = walk
-                files += [os.path.join(root, n) for n in sorted(names) if n.lower().endswith(".wav")]
+                files += [os.path.join(root, n) for n in sorted(names) if n.lower().endswith(AUDIO_EXTENSIONS)]
         else:
             files.append(path)
     return files

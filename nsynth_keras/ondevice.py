@@ -122,7 +122,8 @@ def browser_rows(path: str, waves: np.ndarray, reference: np.ndarray, y: np.ndar
         first_load_ms = 1000 * (time.perf_counter() - t)
         page.evaluate("([u, n]) => window.nsynth.checkClips(u, n)", ["check/clips.f32", 1])  # warm-up
         clips = page.evaluate("([u, n]) => window.nsynth.checkClips(u, n)", ["check/clips.f32", len(waves)])
-        windows = page.evaluate("u => window.nsynth.checkRecording(u)", "check/recording.f32")
+        recording = page.evaluate("u => window.nsynth.checkRecording(u)", "check/recording.f32")
+    windows = recording["windows"]
     if [w["start"] for w in windows] != [NUM_SAMPLES / SAMPLE_RATE * k for k in range(len(order))]:
         raise RunError(f"{path}: the page gave windows at {[w['start'] for w in windows]} s, not one per 4 s note")
     return [
@@ -131,7 +132,7 @@ def browser_rows(path: str, waves: np.ndarray, reference: np.ndarray, y: np.ndar
                   model_load_ms=round(load_ms, 1), page_ready_ms=round(first_load_ms, 1)),
         check_row(f"{name} [browser windows]", f"the page, {len(order)} notes back to back, 4 s windows", path,
                   np.asarray([w["probs"] for w in windows], np.float32), reference[order], y[order],
-                  clips["msPerClip"], MEDIAPIPE_THRESHOLD, windows=len(windows)),
+                  recording["msPerWindow"], MEDIAPIPE_THRESHOLD, windows=len(windows)),
     ]
 
 

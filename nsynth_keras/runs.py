@@ -11,8 +11,13 @@ from dataclasses import dataclass
 import keras
 
 from nsynth_keras import features  # noqa: F401  registers the LogMel layer for loading
+from nsynth_keras.audio import AUDIO_EXTENSIONS
 from nsynth_keras.errors import DivergedError, RunError  # noqa: F401  (re-exported)
 from nsynth_keras.files import check_output_dir, first_line, remove_stale_temporaries
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The one run folder kept in git: the shipped model (MODEL_CARD.md says what it is), used when no RUN is given.
+PRETRAINED = os.path.join(REPO, "saved_models", "pretrained")
 
 PACKAGES = ("tensorflow", "keras", "tensorflow-io", "tensorflow-datasets", "keras-tuner", "numpy", "ai-edge-litert")
 
@@ -170,3 +175,23 @@ def load_keras(path: str) -> keras.Model:
         raise RunError(f"{path}: cannot load the Keras model ({first_line(err)})") from None
 
 
+
+
+def run_or_pretrained(run: str | None, log=None) -> str:
+    """The model a command reads: the RUN given, or the shipped pretrained model (saying so in one line)."""
+    if run is not None:
+        return run
+    if not os.path.isfile(RunFolder(PRETRAINED).model):
+        raise RunError(f"no RUN given and the shipped pretrained model is missing ({PRETRAINED}); train one with "
+                       "python -m nsynth_keras.train, or rebuild it as its MODEL_CARD.md says")
+    if log:
+        log(f"No RUN given: using the pretrained model {os.path.relpath(PRETRAINED)} (see its MODEL_CARD.md)")
+    return PRETRAINED
+
+
+def looks_like_model(path: str) -> bool:
+    """A path that names a model rather than audio: a run folder, a SavedModel, a .keras or .tflite file (or a
+    missing path without an audio file's ending, so that a mistyped run gets "no such run folder")."""
+    return (path.endswith((".keras", ".tflite")) or is_saved_model(path)
+            or (os.path.isdir(path) and os.path.isfile(RunFolder(path).model))
+            or (not os.path.lexists(path) and not path.lower().endswith(AUDIO_EXTENSIONS)))

@@ -19,12 +19,14 @@ import sys
 from nsynth_keras.cli import add_data_args, make_parser, run_command, spec_from_args
 from nsynth_keras.files import write_json
 from nsynth_keras.ondevice import check_run, format_check_table, litert_version, models_to_check
-from nsynth_keras.runs import RunFolder
+from nsynth_keras.runs import RunFolder, run_or_pretrained
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("tflite_check", __doc__)
-    parser.add_argument("run", help="run folder with model.keras and .tflite files, or one .tflite file")
+    parser.add_argument("run", nargs="?", default=None,
+                        help="run folder with model.keras and .tflite files, or one .tflite file (default: the "
+                             "shipped pretrained model)")
     parser.add_argument("--browser", action="store_true",
                         help="also run model_waveform.tflite in the demo page (MediaPipe Tasks for Web) in headless "
                              "Chromium; needs the browser extra (README 'In the browser')")
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.run = run_or_pretrained(args.run, log=print)
     keras_path, _ = models_to_check(args.run)
     rows = check_run(args.run, spec_from_args(args), args.split, browser=args.browser)
     print(f"LiteRT interpreter (ai-edge-litert {litert_version()}), split {args.split}, agreement with {keras_path}")

@@ -1,6 +1,6 @@
 """Serve the demo page with a run's waveform model, on 127.0.0.1 only.
 
-    python -m nsynth_keras.web saved_models/<run> [--port 8000]
+    python -m nsynth_keras.web [saved_models/<run>] [--port 8000]     # default: the shipped pretrained model
 
 Open the printed URL: choose or drop wav files (top-3 families for each), or listen to the microphone
 (a family for every 4 s). The model runs in the browser, in MediaPipe Tasks Audio (WebAssembly): the
@@ -15,12 +15,15 @@ import sys
 import time
 
 from nsynth_keras.cli import make_parser, run_command
+from nsynth_keras.runs import run_or_pretrained
 from nsynth_keras.webpage import model_info, serve, waveform_model
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = make_parser("web", __doc__)
-    p.add_argument("run", help="run folder with model_waveform.tflite (or that .tflite file)")
+    p.add_argument("run", nargs="?", default=None,
+                   help="run folder with model_waveform.tflite (or that .tflite file); default: the shipped "
+                        "pretrained model")
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1, 0 for any free one (default: "
                                                           "%(default)s)")
     p.add_argument("--log", action="store_true", help="print every request")
@@ -28,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    model = waveform_model(args.run)
+    model = waveform_model(run_or_pretrained(args.run, log=print))
     info = model_info(model)
     if "error" in info:
         print(f"warning: {info['error']} (the page will say so)", file=sys.stderr)

@@ -31,6 +31,8 @@ SETUP = ("the browser parts are an extra: apt-get install chromium; npm ci --pre
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--autoplay-policy=no-user-gesture-required"]
+# Chromium's fake capture device (a beep) with the permission granted: the microphone mode in tests.
+FAKE_MICROPHONE = ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
 MIME = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript", ".json": "application/json",
         ".tflite": "application/octet-stream", ".css": "text/css", ".html": "text/html", ".png": "image/png",
         ".map": "application/json"}
@@ -47,12 +49,44 @@ BACKLOG = 1024  # connections the kernel queues before the server accepts them (
 
 
 def model_info(path: str) -> dict:
-    """What the page shows about the model, from its TFLite Metadata; {"error": ...} when it has none."""
+    """What the page shows about the model: name, version, labels and input (sample rate, clip length) from its
+    TFLite Metadata, and its scores from the run folder it sits in; {"error": ...} without metadata."""
     try:
         md = read_metadata(path)
-        return {"name": md.get("name"), "version": md.get("version"), "labels": read_labels(path)}
-    except (RunError, KeyError, OSError) as err:
+        info = {"name": md.get("name"), "version": md.get("version"), "labels": read_labels(path)}
+        audio = md["subgraph_metadata"][0]["input_tensor_metadata"][0].get("content", {})
+        rate = audio.get("content_properties", {}).get("sample_rate")
+        if rate:
+            from ai_edge_litert.interpreter import Interpreter
+
+            samples = int(Interpreter(model_path=path).get_input_details()[0]["shape"][-1])
+            info.update(sample_rate=int(rate), clip_seconds=samples / int(rate))
+    except (RunError, KeyError, IndexError, OSError, ValueError) as err:
         return {"error": str(err)}
+    return {**info, **run_scores(os.path.dirname(os.path.abspath(path)))}
+
+
+def run_scores(folder: str) -> dict:
+    """A run's test accuracy (and novel accuracy, and the confidence floor, where an evaluation recorded them)."""
+    run = RunFolder(folder)
+    evaluated = [run.file("evaluation.json"), run.eval_json("test")]
+    for path in evaluated:
+        if os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    r = json.load(f)
+                r = r.get("test", r)
+                scores = {"test_accuracy": r["accuracy"]}
+                if r.get("novel", {}).get("num_notes"):
+                    scores["test_novel_accuracy"] = r["novel"]["accuracy"]
+                return {"scores": scores, "confidence_floor": r.get("confidence_floor")}
+            except (OSError, ValueError, KeyError, AttributeError):
+                continue
+    try:
+        with open(run.config, encoding="utf-8") as f:
+            return {"scores": {"test_accuracy": json.load(f)["scores"]["test"]["accuracy"]}}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def check_page_files(web_dir: str = WEB_DIR) -> None:
@@ -232,14 +266,16 @@ def chromium_path() -> str:
 
 
 @contextlib.contextmanager
-def headless_page(url: str, timeout_s: float = 60) -> Iterator:
-    """A Playwright page of the system Chromium (headless, no network but loopback) open at url."""
+def headless_page(url: str, timeout_s: float = 60, extra_args: tuple[str, ...] = ()) -> Iterator:
+    """A Playwright page of the system Chromium (headless, no network but loopback) open at url; ``extra_args``
+    (e.g. FAKE_MICROPHONE) are added to its command line."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         raise RunError(f"Playwright for Python is not installed: {SETUP}") from None
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_FLAGS)
+        browser = p.chromium.launch(executable_path=chromium_path(), headless=True,
+                                    args=[*CHROMIUM_FLAGS, *extra_args])
         try:
             page = browser.new_page(viewport={"width": 900, "height": 1000})
             page.set_default_timeout(timeout_s * 1000)

@@ -151,3 +151,92 @@ def test_model_info_reports_a_model_without_metadata(tmp_path):
     path = tmp_path / "bare.tflite"
     path.write_bytes(np.zeros(64, np.uint8).tobytes())
     assert "no TFLite Metadata" in model_info(str(path))["error"]
+
+
+def tone(path, seconds: float, rate: int = 16_000, channels: int = 1, **kwargs) -> str:
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.4 * np.sin(2 * np.pi * 220 * t) * np.exp(-t)
+    sf.write(str(path), np.stack([wave] * channels, 1) if channels > 1 else wave, rate, **kwargs)
+    return str(path)
+
+
+@browser
+def test_files_keep_their_order_with_progress_a_summary_and_a_csv(waveform_run, real_wav, tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    files = [tone(tmp_path / "long.wav", 12.0), real_wav, str(empty),
+             tone(tmp_path / "stereo.flac", 2.0, rate=44_100, channels=2, format="FLAC")]
+    with serve(waveform_model(waveform_run)) as url, headless_page(url) as page:
+        wait_until_ready(page)
+        assert "trained on single isolated notes" in page.text_content("#model")
+        page.set_input_files("#files", files)
+        page.wait_for_function("document.getElementById('status').textContent.includes('classified')")
+        titles = [h.text_content() for h in page.query_selector_all("#results .item h2")]
+        assert titles == [os.path.basename(f) for f in files]  # the order chosen
+        cards = [c.text_content() for c in page.query_selector_all("#results .item")]
+        assert "12 s long" in cards[0] and "probably not one note" in cards[0]
+        assert "Careful" not in cards[1] or "a guess" in cards[1]  # a real note: at most a low-confidence note
+        assert "empty file (0 bytes)" in cards[2]
+        assert "resampled from 44.1 kHz" in cards[3] and "2 channels mixed to mono" in cards[3]
+        assert len(page.query_selector_all("#results .item audio")) == 3  # every readable file can be played
+        assert "4 files classified" in page.text_content("#status") and "1 could not be read" in page.text_content(
+            "#status")
+        summary = page.query_selector_all("#summary tbody tr")
+        assert [r.query_selector_all("td")[1].text_content() for r in summary] == titles
+        csv_lines = page.evaluate("window.nsynth.csvText()").strip().splitlines()
+        assert csv_lines[0].startswith("file,family_1,probability_1") and len(csv_lines) == 5
+        assert csv_lines[3].endswith("empty file (0 bytes)")
+        labels = json.loads(page.evaluate("JSON.stringify(window.nsynth.rows().map(r => r.family))"))
+        assert labels[2] is None and all(f in page.evaluate("window.nsynth.ready.then(r => r.labels)")
+                                         for f in labels if f)
+        with page.expect_download() as download:
+            page.click("#csv")
+        assert open(download.value.path(), encoding="utf-8").read().strip().splitlines() == csv_lines
+        page.click("#clear")
+        assert page.query_selector_all("#results .item") == [] and page.is_hidden("#summary-box")
+        assert page.errors == []
+
+
+@browser
+def test_controls_stay_disabled_until_the_model_is_ready(waveform_run, tmp_path):
+    html = open(os.path.join(WEB_DIR, "index.html"), encoding="utf-8").read()
+    assert 'id="files" type="file"' in html and "hidden disabled" in html  # disabled as the page loads
+    corrupt = tmp_path / "model_waveform.tflite"
+    corrupt.write_bytes(open(waveform_model(waveform_run), "rb").read()[:5000])
+    with serve(str(corrupt)) as url, headless_page(url) as page:
+        with pytest.raises(RunError):
+            wait_until_ready(page)
+        assert page.is_disabled("#files") and "disabled" in page.get_attribute("#choose", "class")
+        assert page.is_disabled("#mic")
+    with serve(waveform_model(waveform_run)) as url, headless_page(url) as page:
+        wait_until_ready(page)
+        assert page.is_enabled("#files") and "disabled" not in page.get_attribute("#choose", "class")
+
+
+@browser
+def test_the_microphone_shows_a_level_a_countdown_and_a_family_every_window(waveform_run):
+    from nsynth_keras.webpage import FAKE_MICROPHONE
+
+    with serve(waveform_model(waveform_run)) as url, headless_page(url, extra_args=FAKE_MICROPHONE) as page:
+        wait_until_ready(page)
+        page.click("#mic")
+        page.wait_for_function("document.getElementById('countdown').textContent.startsWith('next family in')")
+        page.wait_for_function("parseFloat(document.getElementById('level').style.width) > 0")
+        page.wait_for_selector("#results .item .guess", timeout=15_000)
+        assert page.text_content("#results .item h2").startswith("Microphone, 0-4 s")
+        page.click("#mic")
+        page.wait_for_selector("#mic-live", state="hidden")
+        assert page.errors == []
+
+
+@browser
+def test_a_denied_microphone_says_what_to_do(waveform_run):
+    with serve(waveform_model(waveform_run)) as url, headless_page(url) as page:
+        wait_until_ready(page)
+        page.context.clear_permissions()
+        page.click("#mic")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Microphone:')")
+        status = page.text_content("#status")
+        assert "permission denied" in status and "Allow the microphone" in status or "no microphone" in status
