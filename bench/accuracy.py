@@ -147,10 +147,11 @@ def publish(run: str, name: str, seed: int, spec: DataSpec, summary: dict | None
     """Make ``dest`` the shipped model: the run's Keras model and waveform TFLite (with metadata), its config and
     history, the evaluation of valid and test (with the twin audit) and a model card; swapped in whole."""
     from nsynth_keras.files import atomic_path
-    from nsynth_keras.runs import load_keras
+    from nsynth_keras.runs import load_keras, run_frontend
     from nsynth_keras.tflite import write_tflite
 
-    write_tflite(load_keras(os.path.join(run, "model.keras")), "waveform", os.path.join(run, "model_waveform.tflite"))
+    write_tflite(load_keras(os.path.join(run, "model.keras")), "waveform", os.path.join(run, "model_waveform.tflite"),
+                 frontend=run_frontend(run)[0])
     reports = {split: evaluate(run, spec, split)[0] for split in ("valid", "test")}
     with atomic_path(dest, folder=True) as tmp:
         os.makedirs(tmp)

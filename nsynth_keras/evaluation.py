@@ -24,7 +24,7 @@ MANIFEST = "manifest.csv"  # where a data folder may say which public copy each 
 def predict_split(clf: Classifier, spec: DataSpec, split: str, batch_size: int = 64):
     """(true families, instrument sources, probabilities, note names) for every note of a split, in file order."""
     ys, srcs, probs, notes = [], [], [], []
-    for batch in eval_dataset(spec, split, batch_size):
+    for batch in eval_dataset(spec, split, batch_size, clf.frontend):
         x = batch["audio"] if clf.takes_waveform else batch["mel"]
         probs.append(clf.predict(x.numpy()))
         ys.append(batch["family"].numpy())
@@ -186,6 +186,7 @@ def evaluate(model: str, spec: DataSpec, split: str, out: str | None = None,
     if audit and split != "train" and has_train_split(spec):
         r.update(generalisation(spec, split, y, probs, notes))
     r.update({"split": split, "model": os.path.abspath(clf.path), "model_kind": clf.kind,
+              "frontend": {**clf.frontend.to_json(), "source": clf.frontend_source},
               "data": spec.to_json(), "seconds": round(time.time() - t, 1)})
     folder = RunFolder(out or (model if is_run_folder(model) else os.path.dirname(os.path.abspath(clf.path))))
     stem = output_stem(model)

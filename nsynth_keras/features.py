@@ -2,25 +2,61 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
 import tensorflow_io as tfio
 
-from nsynth_keras.config import F_MAX, F_MIN, HOP_LENGTH, INPUT_SHAPE, N_FFT, N_MELS, SAMPLE_RATE, TOP_DB
+from nsynth_keras.config import CLIP_SECONDS, F_MAX, F_MIN, HOP_LENGTH, INPUT_SHAPE, N_FFT, N_MELS, SAMPLE_RATE, TOP_DB
 
-# Frontend parameters in one dict: recorded in every run and part of the feature-cache key.
-FRONTEND = {
-    "sample_rate": SAMPLE_RATE,
-    "n_fft": N_FFT,
-    "hop_length": HOP_LENGTH,
-    "n_mels": N_MELS,
-    "f_min": F_MIN,
-    "f_max": F_MAX,
-    "top_db": TOP_DB,
-    "normalisation": "dB re the note's loudest bin, floored at -top_db, scaled to [-1, 1]; silence -> -1",
-}
+NORMALISATION = "dB re the note's loudest bin, floored at -top_db, scaled to [-1, 1]; silence -> -1"
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """The log-mel frontend's settings: recorded in every run (config.json "frontend"), part of the feature-cache
+    key, and read back by everything that feeds a run's model (evaluate, predict, the export, the on-device check),
+    so a run is always fed the features it was trained on."""
+
+    sample_rate: int = SAMPLE_RATE
+    clip_seconds: float = CLIP_SECONDS
+    n_fft: int = N_FFT
+    hop_length: int = HOP_LENGTH
+    n_mels: int = N_MELS
+    f_min: float = F_MIN
+    f_max: float = F_MAX
+    top_db: float = TOP_DB
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "normalisation": NORMALISATION}
+
+    @classmethod
+    def from_json(cls, record: dict, where: str = "frontend") -> Frontend:
+        """A recorded frontend; one this code cannot compute (another normalisation or sample rate, unknown keys)
+        is refused, naming what differs."""
+        record = dict(record)
+        normalisation = record.pop("normalisation", NORMALISATION)
+        if normalisation != NORMALISATION:
+            raise ValueError(f"{where}: normalisation {normalisation!r} is not the one this code computes "
+                             f"({NORMALISATION!r})")
+        unknown = sorted(set(record) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"{where}: unknown settings {', '.join(unknown)}")
+        frontend = cls(**record)
+        if frontend.sample_rate != SAMPLE_RATE or frontend.clip_seconds != CLIP_SECONDS:
+            raise ValueError(f"{where}: {frontend.clip_seconds} s at {frontend.sample_rate} Hz; this code reads "
+                             f"notes as {CLIP_SECONDS} s at {SAMPLE_RATE} Hz")
+        if not 0 <= frontend.f_min < frontend.f_max <= frontend.sample_rate / 2 or frontend.hop_length < 1:
+            raise ValueError(f"{where}: f_min {frontend.f_min}, f_max {frontend.f_max}, hop {frontend.hop_length} "
+                             "are not a usable frontend")
+        return frontend
+
+
+DEFAULT_FRONTEND = Frontend()
+FRONTEND = DEFAULT_FRONTEND.to_json()  # the default, as recorded in runs and cache keys
 
 
 SILENCE = 1e-5  # mel magnitude; its power is dbscale's amin (1e-10)
@@ -30,18 +66,19 @@ def _note_peak(power: tf.Tensor) -> tf.Tensor:
     return tf.reduce_max(power, axis=[-2, -1], keepdims=True)
 
 
-def log_mel(waveform: tf.Tensor) -> tf.Tensor:
+def log_mel(waveform: tf.Tensor, frontend: Frontend = DEFAULT_FRONTEND) -> tf.Tensor:
     """Waveform [..., 64000] -> log-mel [..., 64 frames, 64 mels, 1] in [-1, 1].
 
     Per-note normalisation: dB relative to the note's own loudest mel bin (so the
-    velocity and recording level do not matter), floored at -TOP_DB, then scaled to
+    velocity and recording level do not matter), floored at -top_db, then scaled to
     [-1, 1]. Works on one note or a batch.
     """
-    spec = tfio.audio.spectrogram(waveform, nfft=N_FFT, window=N_FFT, stride=HOP_LENGTH)
-    mel = tfio.audio.melscale(spec, rate=SAMPLE_RATE, mels=N_MELS, fmin=F_MIN, fmax=F_MAX)
+    f = frontend
+    spec = tfio.audio.spectrogram(waveform, nfft=f.n_fft, window=f.n_fft, stride=f.hop_length)
+    mel = tfio.audio.melscale(spec, rate=f.sample_rate, mels=f.n_mels, fmin=f.f_min, fmax=f.f_max)
     # ref is per note, so each note's maximum is 0 dB and the top_db floor is per note too.
-    db = tfio.audio.dbscale(mel, top_db=TOP_DB, ref=_note_peak)
-    features = db / (TOP_DB / 2) + 1.0
+    db = tfio.audio.dbscale(mel, top_db=f.top_db, ref=_note_peak)
+    features = db / (f.top_db / 2) + 1.0
     # A silent note has no peak to refer to: give it the floor (-1), not a flat 0 dB.
     silent = tf.reduce_max(mel, axis=[-2, -1], keepdims=True) <= SILENCE
     return tf.where(silent, -1.0, features)[..., tf.newaxis]
@@ -49,13 +86,21 @@ def log_mel(waveform: tf.Tensor) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable(package="nsynth_keras")
 class LogMel(keras.layers.Layer):
-    """`log_mel` as a layer, so a model can take raw 16 kHz audio [batch, 64000]."""
+    """`log_mel` as a layer, so a model can take raw 16 kHz audio [batch, 64000]; its frontend is part of its
+    config, so a saved waveform model keeps the features its classifier was trained on."""
+
+    def __init__(self, frontend: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.frontend = Frontend.from_json(frontend) if frontend else DEFAULT_FRONTEND
 
     def call(self, inputs):
-        return log_mel(tf.cast(inputs, tf.float32))
+        return log_mel(tf.cast(inputs, tf.float32), self.frontend)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *INPUT_SHAPE)
+
+    def get_config(self):
+        return {**super().get_config(), "frontend": self.frontend.to_json()}
 
 
 # --------------------------------------------------------------------------- augmentation

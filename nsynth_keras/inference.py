@@ -22,7 +22,7 @@ from nsynth_keras.audio import (
 from nsynth_keras.config import FAMILIES, INPUT_SHAPE, NUM_CLASSES, NUM_SAMPLES, SAMPLE_RATE
 from nsynth_keras.features import log_mel
 from nsynth_keras.files import first_line
-from nsynth_keras.runs import RunError, find_model, is_saved_model, load_keras
+from nsynth_keras.runs import RunError, find_model, is_saved_model, load_keras, run_frontend
 
 SAVED_MODEL_WARNING = ("a SavedModel folder is a TensorFlow graph: loading it runs its ops, which can read and write "
                        "files, so load only SavedModels you trust")
@@ -38,6 +38,8 @@ class Classifier:
 
     def __init__(self, path: str):
         self.path = path
+        # The features a log-mel model was trained on: its run's recorded frontend (the default without one).
+        self.frontend, self.frontend_source = run_frontend(path)
 
     def check_shapes(self, input_shape, output_shape) -> None:
         """Refuse a model whose input is neither a log-mel nor a 4 s waveform, or whose output is not one
@@ -157,7 +159,7 @@ def predict_clips(clf: Classifier, clips: list[Clip]) -> np.ndarray:
     if not clips:
         return np.zeros((0, NUM_CLASSES), np.float32)
     waves = np.stack([c.waveform for c in clips])
-    x = waves if clf.takes_waveform else log_mel(waves).numpy()
+    x = waves if clf.takes_waveform else log_mel(waves, clf.frontend).numpy()
     return clf.predict(x)
 
 
@@ -171,7 +173,7 @@ def predict_windows(clf: Classifier, rec: Recording, hop_seconds: float,
     """(start in s, probabilities [11]) for each 4 s window of a recording, streamed ``batch`` windows at a time."""
     out = []
     for starts, windows in recording_windows(rec, hop_seconds, batch):
-        x = windows if clf.takes_waveform else log_mel(windows).numpy()
+        x = windows if clf.takes_waveform else log_mel(windows, clf.frontend).numpy()
         out += [(s / SAMPLE_RATE, p) for s, p in zip(starts, clf.predict(x))]
     return out
 

@@ -27,9 +27,12 @@ def read_curves(history: dict[str, list[float]]) -> str:
     loss_change = val_loss[-1] - min(val_loss) if val_loss else 0.0
     gap = train[-1] - valid[-1]
     if n >= 2 and gap > 0.1 and (loss_change > 0.05 or valid_change < -RISE or best < end):
-        why = (f"valid loss rose from its lowest {min(val_loss):.2f} to {val_loss[-1]:.2f}" if loss_change > 0.05
-               else f"valid accuracy fell {valid[end]:.2f} -> {valid[-1]:.2f} over the last epochs" if valid_change < -RISE
-               else f"valid accuracy peaked at epoch {best + 1} of {n}")
+        if loss_change > 0.05:
+            why = f"valid loss rose from its lowest {min(val_loss):.2f} to {val_loss[-1]:.2f}"
+        elif valid_change < -RISE:
+            why = f"valid accuracy fell {valid[end]:.2f} -> {valid[-1]:.2f} over the last epochs"
+        else:
+            why = f"valid accuracy peaked at epoch {best + 1} of {n}"
         return (f"over-fitting: train accuracy {train[-1]:.2f} against valid {valid[-1]:.2f}, and {why}; the kept "
                 f"epoch is the best on valid ({best + 1})")
     if max(train[-1], valid[-1]) < 2.5 / NUM_CLASSES:

@@ -17,7 +17,7 @@ from nsynth_keras.config import FAMILIES, NUM_SAMPLES, SAMPLE_RATE
 from nsynth_keras.data import DataSpec
 from nsynth_keras.inference import KerasClassifier, TFLiteClassifier
 from nsynth_keras.pipeline import load_split
-from nsynth_keras.runs import RunError, RunFolder, find_model
+from nsynth_keras.runs import RunError, RunFolder, find_model, run_frontend
 from nsynth_keras.tflite import EXPORT_FORMATS, native_stderr_silenced, read_metadata
 
 DEFAULT_THRESHOLD = (0.97, None)  # a .tflite of no known export format
@@ -74,7 +74,8 @@ def check_run(run: str, spec: DataSpec, split: str, mediapipe: bool = True, brow
     in clip mode (every note) and in stream mode (one note per family, played back to back), and with
     ``browser`` in the demo page's MediaPipe Tasks for Web in headless Chromium."""
     keras_path, models = models_to_check(run)
-    notes = load_split(spec, split, ("audio", "mel", "family"))
+    frontend, _ = run_frontend(keras_path)  # the features the run's log-mel models were trained on
+    notes = load_split(spec, split, ("audio", "mel", "family"), frontend)
     waves, mels, y = notes["audio"], notes["mel"], notes["family"]
     reference = KerasClassifier(keras_path).predict(mels)
     rows = []

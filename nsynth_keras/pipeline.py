@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from nsynth_keras.data import SHUFFLE_BUFFER, DataSpec, SplitData, make_dataset
-from nsynth_keras.features import FRONTEND, log_mel
+from nsynth_keras.features import DEFAULT_FRONTEND, FRONTEND, Frontend, log_mel
 
 
 def cache_key(spec: DataSpec, split: str, shard: tuple[int, int] | None = None, part: str = "all",
@@ -76,17 +76,19 @@ def split_features(
                            wave_augment=wave_augment), data
 
 
-def eval_dataset(spec: DataSpec, split: str, batch_size: int = 64) -> tf.data.Dataset:
-    """Every note of a split in file order, batched: its fields plus its log-mel as ``mel``."""
+def eval_dataset(spec: DataSpec, split: str, batch_size: int = 64,
+                 frontend: Frontend = DEFAULT_FRONTEND) -> tf.data.Dataset:
+    """Every note of a split in file order, batched: its fields plus its log-mel (by ``frontend``) as ``mel``."""
     notes = make_dataset(spec, split).dataset
-    return notes.map(lambda e: {**e, "mel": log_mel(e["audio"])},
+    return notes.map(lambda e: {**e, "mel": log_mel(e["audio"], frontend)},
                      num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def load_split(spec: DataSpec, split: str, keys: tuple[str, ...] = ("mel", "family")) -> dict[str, np.ndarray]:
+def load_split(spec: DataSpec, split: str, keys: tuple[str, ...] = ("mel", "family"),
+               frontend: Frontend = DEFAULT_FRONTEND) -> dict[str, np.ndarray]:
     """The named fields of every note of a split, in memory (for evaluation and plots, not training)."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    for batch in eval_dataset(spec, split):
+    for batch in eval_dataset(spec, split, frontend=frontend):
         for k in keys:
             parts[k].append(batch[k].numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}

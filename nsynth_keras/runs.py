@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import zipfile
@@ -10,9 +11,9 @@ from dataclasses import dataclass
 
 import keras
 
-from nsynth_keras import features  # noqa: F401  registers the LogMel layer for loading
 from nsynth_keras.audio import AUDIO_EXTENSIONS
 from nsynth_keras.errors import DivergedError, RunError  # noqa: F401  (re-exported)
+from nsynth_keras.features import DEFAULT_FRONTEND, Frontend  # also registers the LogMel layer for loading
 from nsynth_keras.files import check_output_dir, first_line, remove_stale_temporaries
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -195,3 +196,24 @@ def looks_like_model(path: str) -> bool:
     return (path.endswith((".keras", ".tflite")) or is_saved_model(path)
             or (os.path.isdir(path) and os.path.isfile(RunFolder(path).model))
             or (not os.path.lexists(path) and not path.lower().endswith(AUDIO_EXTENSIONS)))
+
+
+def run_frontend(model: str) -> tuple[Frontend, str]:
+    """The frontend a model was trained with, from the config.json of its run folder (the folder itself, or the
+    folder of a model file), and where that came from; the default for a model without a record (an old run, a
+    bare .keras file). A record this code cannot compute is refused by name."""
+    folder = model if os.path.isdir(model) else os.path.dirname(os.path.abspath(model))
+    path = RunFolder(folder).config
+    if not os.path.isfile(path):
+        return DEFAULT_FRONTEND, "the default frontend (no config.json beside the model)"
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f).get("frontend")
+    except (OSError, ValueError, AttributeError) as err:
+        raise RunError(f"{path}: cannot read the run's frontend ({err})") from None
+    if record is None:
+        return DEFAULT_FRONTEND, f"the default frontend ({path} records none: a run from before they were recorded)"
+    try:
+        return Frontend.from_json(record, f"{path}: frontend"), f"the frontend recorded in {path}"
+    except (TypeError, ValueError) as err:
+        raise RunError(f"cannot feed this model: {err}") from None

@@ -25,10 +25,10 @@ from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, meta
 from nsynth_keras import __version__
 from nsynth_keras.config import F_MAX, F_MIN, FAMILIES, N_FRAMES, N_MELS, NUM_SAMPLES, SAMPLE_RATE
 from nsynth_keras.data import DataSpec
-from nsynth_keras.features import LogMel
+from nsynth_keras.features import DEFAULT_FRONTEND, Frontend, LogMel
 from nsynth_keras.files import atomic_path, first_line, write_bytes, write_labels
 from nsynth_keras.pipeline import split_features
-from nsynth_keras.runs import RunError, RunFolder, find_model, load_keras
+from nsynth_keras.runs import RunError, RunFolder, find_model, load_keras, run_frontend
 
 REPRESENTATIVE_NOTES = 200
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp: the same model gives the same bytes
@@ -40,14 +40,15 @@ def write_savedmodel(model: keras.Model, path: str) -> None:
         model.export(tmp, format="tf_saved_model", verbose=False)
 
 
-def waveform_model(model: keras.Model) -> keras.Model:
-    """Raw 16 kHz audio [1, 64000] -> family probabilities, with the frontend in the graph.
+def waveform_model(model: keras.Model, frontend: Frontend = DEFAULT_FRONTEND) -> keras.Model:
+    """Raw 16 kHz audio [1, 64000] -> family probabilities, with the frontend (the run's) in the graph.
 
     The batch is fixed at 1: a dynamic batch makes the converter emit a Flex op for the
     STFT framing that the TFLite interpreters cannot run.
     """
     audio = keras.Input(shape=(NUM_SAMPLES,), batch_size=1, name="waveform")
-    return keras.Model(audio, model(LogMel(name="log_mel_frontend")(audio)), name="waveform_classifier")
+    frontend_layer = LogMel(frontend.to_json(), name="log_mel_frontend")
+    return keras.Model(audio, model(frontend_layer(audio)), name="waveform_classifier")
 
 
 @dataclass(frozen=True)
@@ -108,14 +109,16 @@ def variant_files() -> dict[str, str]:
     return {name: RunFolder.tflite_file(name) for name in EXPORT_FORMATS}
 
 
-def to_tflite(model: keras.Model, variant: str, representative: np.ndarray | None = None) -> bytes:
-    """Convert a float32 Keras model; `representative` (log-mels) is needed for int8."""
+def to_tflite(model: keras.Model, variant: str, representative: np.ndarray | None = None,
+              frontend: Frontend = DEFAULT_FRONTEND) -> bytes:
+    """Convert a float32 Keras model; `representative` (log-mels) is needed for int8; `frontend`: the run's, for
+    the waveform model."""
     if variant not in EXPORT_FORMATS:
         raise ValueError(f"unknown TFLite variant {variant!r}; choose from {', '.join(EXPORT_FORMATS)}")
     fmt = EXPORT_FORMATS[variant]
     if fmt.representative and representative is None:
         raise ValueError(f"the {variant} model needs representative log-mels of real training notes")
-    converter = tf.lite.TFLiteConverter.from_keras_model(waveform_model(model) if fmt.waveform else model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(waveform_model(model, frontend) if fmt.waveform else model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     fmt.configure(converter, representative)
     with contextlib.redirect_stdout(io.StringIO()), native_stderr_silenced():
@@ -222,8 +225,9 @@ def read_labels(path: str) -> list[str]:
         return zf.read(RunFolder.LABELS).decode().split()
 
 
-def write_tflite(model: keras.Model, variant: str, path: str, representative: np.ndarray | None = None) -> None:
-    write_bytes(path, to_tflite(model, variant, representative))
+def write_tflite(model: keras.Model, variant: str, path: str, representative: np.ndarray | None = None,
+                 frontend: Frontend = DEFAULT_FRONTEND) -> None:
+    write_bytes(path, to_tflite(model, variant, representative, frontend))
 
 
 def representative_features(spec: DataSpec, n: int = REPRESENTATIVE_NOTES, seed: int = 0) -> np.ndarray:
@@ -241,6 +245,7 @@ def export_run(run_dir: str, spec: DataSpec | None = None, variants: tuple[str, 
                        "not a file")
     run = RunFolder(run_dir)
     model = load_keras(find_model(run_dir))
+    frontend, _ = run_frontend(run_dir)
     written = {}
     t = time.time()
     write_savedmodel(model, run.saved_model)
@@ -255,7 +260,7 @@ def export_run(run_dir: str, spec: DataSpec | None = None, variants: tuple[str, 
     for variant in variants:
         t = time.time()
         path = run.file(RunFolder.tflite_file(variant))
-        write_tflite(model, variant, path, representative)
+        write_tflite(model, variant, path, representative, frontend)
         written[variant] = path
         log(f"  {RunFolder.tflite_file(variant):<24}{os.path.getsize(path) / 1024:8.1f} KiB ({time.time() - t:.1f} s)")
     write_labels(run.labels)
