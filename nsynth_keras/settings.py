@@ -49,16 +49,21 @@ def bound_error(value: float, above: float | None = None, at_least: float | None
     if not math.isfinite(value):
         return "is not a finite number"
     if above is not None and not value > above:
-        return f"must be above {above:g}"
+        return f"must be above {_bound(above)}"
     if at_least is not None and value < at_least:
-        return f"must be at least {at_least:g}"
+        return f"must be at least {_bound(at_least)}"
     if below is not None and not value < below:
-        return f"must be below {below:g}"
+        return f"must be below {_bound(below)}"
     if at_most is not None and value > at_most:
-        return f"must be at most {at_most:g}"
+        return f"must be at most {_bound(at_most)}"
     if isinstance(value, int) and not -INT_LIMIT < value < INT_LIMIT:
         return f"is out of range (at most {INT_LIMIT - 1})"
     return None
+
+
+def _bound(value: float) -> str:
+    """A bound as a person reads it: 4294967296, not 4.29497e+09; 0.5 stays 0.5."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def number_type(kind: type, above: float | None = None, at_least: float | None = None,
