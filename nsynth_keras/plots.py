@@ -84,6 +84,7 @@ def plot_tuning(trials: list[dict], path: str | None = None):
         xs = np.array([cats.index(v) for v in values]) + rng.uniform(-0.1, 0.1, len(values))
         ax.scatter(xs, [t["val_accuracy"] for t in trials], alpha=0.7)
         ax.set_xticks(range(len(cats)), cats)
+        ax.set_xlim(-0.5, max(len(cats), 2) - 0.5)  # one value stays one narrow column, not the whole axis
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("best val_accuracy")
@@ -154,7 +155,8 @@ def plot_kernels(model, path: str | None = None):
     n = kernels.shape[-1]
     cols = min(8, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(1.3 * cols, 6.5), 1.4 * rows + 0.6), squeeze=False,
+                             constrained_layout=True)  # the title keeps its own room, however few kernels
     limit = np.abs(kernels).max()
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -214,12 +216,14 @@ def plot_top_activations(mels: np.ndarray, families: list[str], chosen, path: st
     for row, (block, channel, notes) in enumerate(chosen):
         for col, i in enumerate(notes):
             ax = axes[row, col]
-            ax.imshow(mels[i, ..., 0].T, origin="lower", aspect="auto", cmap="magma", vmin=-1, vmax=1)
+            image = ax.imshow(mels[i, ..., 0].T, origin="lower", aspect="auto", cmap="magma", vmin=-1, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(families[i], fontsize=7)
         axes[row, 0].set_ylabel(f"block {block}\nch {channel}", fontsize=8)
-    fig.suptitle("Notes that activate chosen channels most (after Zeiler & Fergus 2014)", fontsize=9)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="log-mel (-1: 80 dB below the note's peak, 1: its peak)")
+    fig.suptitle("Notes that activate chosen channels most (after Zeiler & Fergus 2014); x: time, y: mel band",
+                 fontsize=9)
     return save_figure(fig, path)
 
 
