@@ -179,6 +179,12 @@ def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict 
                          f"{test['novel']['recall'].get(f, float('nan')):.3f} |"
                          for f, m in test["families"].items() if m["support"])
     sources = ", ".join(f"{k} {v['accuracy']:.3f} (n={v['num_notes']})" for k, v in test["by_source"].items())
+    settings = config["settings"]
+    training = (f"Model `{settings['model']}`, up to {settings['epochs']} epochs (early stopping after "
+                f"{settings['early_stopping']})"
+                + (f", augmentations {', '.join(settings['augment'])}" if settings["augment"] else "")
+                + (f", the recording chain on {settings['recording_chain']:.0%} of the training notes each epoch"
+                   if settings.get("recording_chain") else ""))
     train_notes = ", ".join(f"{n} from {os.path.basename(k)}" for k, n in config["train_notes_by_folder"].items())
 
     def row(split: str, r: dict) -> str:
@@ -189,8 +195,8 @@ def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict 
 
     return f"""# The shipped model: `{name}`, seed {seed}
 
-What `predict`, `evaluate`, `tflite_check` and `web` use when no RUN is given. Rebuild it (the same files on the same
-machine kind) with:
+What `predict`, `evaluate`, `tflite_check` and `web` use when no RUN is given. Rebuild it with the command below
+(training is not bit-reproducible, so a rebuilt model scores within the seed-to-seed spread given under Scores):
 
 ```
 python bench/accuracy.py --only {name} --seeds {seed} --publish saved_models/pretrained
@@ -201,9 +207,9 @@ instrument family (11 NSynth families) of one isolated 4-second note, from a 64x
 takes log-mels `[batch, 64, 64, 1]`; `model_waveform.tflite` takes 16 kHz mono audio `[1, 64000]` with the
 frontend inside and carries TFLite Metadata (labels, audio properties), for MediaPipe and the demo page.
 
-**Trained on** {config["notes"]["train"]} notes: {train_notes}
-(the shared NSynth subset: 40 instruments; CC BY 4.0). Best epoch chosen on the 200 valid notes; precision
-{config["precision_policy"]}.
+**Trained on** {config["notes"]["train"]} notes: {train_notes}. `nsynth` is the shared NSynth subset (40 instruments;
+CC BY 4.0); any other folder holds notes rendered by `python -m nsynth_keras.render` (bench/README.md says how).
+{training}. Best epoch chosen on the {valid["num_notes"]} valid notes; precision {config["precision_policy"]}.
 
 ## Scores (`evaluation.json`; a test reproduces them)
 
@@ -227,9 +233,9 @@ Families never named right on novel test notes: {", ".join(test["novel"]["missed
 ## Not for
 
 Chords, drum loops, speech, long mixes or silence: it was trained on single isolated notes, 4 s each, and always
-answers with one of the 11 families, however far the input is from a note. synth_lead: the shared training notes
-have none, so it (almost) never says synth_lead. Scores come from {test["num_notes"]} test notes: read differences of a
-few points as noise.
+answers with one of the 11 families, however far the input is from a note. synth_lead: the shared NSynth notes have
+none in train or test, so whatever it says about synth leads is not measured here. Scores come from
+{test["num_notes"]} test notes: read differences of a few points as noise.
 """
 
 

@@ -1,0 +1,77 @@
+"""The shipped pretrained model (saved_models/pretrained): small, reproduces the scores its model card gives,
+its waveform TFLite agrees with it, and the commands use it when no RUN is given."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from nsynth_keras import evaluate, predict
+from nsynth_keras.data import DataSpec
+from nsynth_keras.evaluation import evaluate as evaluate_model
+from nsynth_keras.inference import KerasClassifier, TFLiteClassifier
+from nsynth_keras.pipeline import load_split
+from nsynth_keras.runs import PRETRAINED, RunFolder, run_or_pretrained
+from nsynth_keras.webpage import model_info, waveform_model
+
+SHIPPED = ("model.keras", "model_waveform.tflite", "labels.txt", "config.json", "history.json", "evaluation.json",
+           "MODEL_CARD.md")
+
+
+@pytest.fixture(scope="module")
+def recorded() -> dict:
+    with open(os.path.join(PRETRAINED, "evaluation.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_the_shipped_folder_is_complete_and_small():
+    sizes = {name: os.path.getsize(os.path.join(PRETRAINED, name)) for name in SHIPPED}
+    assert sum(sizes.values()) < 5 * 2**20, sizes
+    card = open(os.path.join(PRETRAINED, "MODEL_CARD.md"), encoding="utf-8").read()
+    assert "--publish saved_models/pretrained" in card and "## Not for" in card
+
+
+def test_it_reproduces_its_recorded_scores_on_the_shared_split(data_dir, recorded, tmp_path):
+    for split in ("valid", "test"):
+        r, _ = evaluate_model(PRETRAINED, DataSpec(data_dir=data_dir), split, out=str(tmp_path))
+        was = recorded[split]
+        assert r["num_notes"] == was["num_notes"]
+        assert r["confusion_matrix"]["counts"] == was["confusion_matrix"]["counts"]  # every note named alike
+        assert r["accuracy"] == was["accuracy"] and r["macro_f1"] == pytest.approx(was["macro_f1"], abs=1e-12)
+        assert r["novel"] == was["novel"] and r["twins"] == was["twins"]
+    card = open(os.path.join(PRETRAINED, "MODEL_CARD.md"), encoding="utf-8").read()
+    test = recorded["test"]
+    assert f"| test | {test['num_notes']} | {test['accuracy']:.3f} | {test['macro_f1']:.3f} |" in card
+    assert f"{test['novel']['accuracy']:.3f} (n={test['novel']['num_notes']})" in card
+
+
+def test_its_waveform_tflite_agrees_on_every_test_note(data_dir):
+    notes = load_split(DataSpec(data_dir=data_dir), "test", ("audio", "mel"))
+    keras_probs = KerasClassifier(RunFolder(PRETRAINED).model).predict(notes["mel"])
+    lite = TFLiteClassifier(os.path.join(PRETRAINED, "model_waveform.tflite"))
+    assert lite.takes_waveform
+    lite_probs = lite.predict(notes["audio"])
+    assert (lite_probs.argmax(1) == keras_probs.argmax(1)).all()
+    assert np.abs(lite_probs - keras_probs).max() < 1e-3
+
+
+def test_commands_take_it_when_no_run_is_given(real_wav, capsys, tmp_path):
+    assert run_or_pretrained(None) == PRETRAINED and run_or_pretrained("x") == "x"
+    assert predict.main([real_wav, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "No RUN given: using the pretrained model" in captured.err
+    result = json.loads(captured.out)
+    assert result["model"].startswith(PRETRAINED) and result["predictions"][0]["top"][0]["family"]
+    assert waveform_model(run_or_pretrained(None)).endswith("model_waveform.tflite")
+    info = model_info(os.path.join(PRETRAINED, "model_waveform.tflite"))
+    assert info["sample_rate"] == 16000 and info["clip_seconds"] == 4 and 0 < info["scores"]["test_accuracy"] <= 1
+    assert 0 < info["scores"]["test_novel_accuracy"] <= 1 and 0 < info["confidence_floor"] < 1
+
+
+def test_evaluate_without_a_run_reports_the_pretrained_model(data_dir, capsys, tmp_path):
+    assert evaluate.main(["--data-dir", data_dir, "--split", "valid", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "No RUN given: using the pretrained model" in out and "novel notes (no training twin)" in out
