@@ -62,6 +62,7 @@ def check_row(name: str, kind: str, path: str, probs: np.ndarray, reference: np.
         "agreement": float((probs.argmax(1) == reference.argmax(1)).mean()),
         "max_abs_diff": float(np.abs(probs - reference).max()),
         "accuracy": float((probs.argmax(1) == y).mean()),
+        "notes": int(len(y)),
         "latency_ms": round(latency_ms, 3), "threshold_agreement": min_agree, "threshold_max_abs_diff": max_diff,
         **extra,
     }
@@ -192,11 +193,12 @@ def litert_version() -> str:
 
 
 def format_check_table(rows: list[dict]) -> str:
-    head = f"{'model':<42}{'KiB':>8}{'agree':>8}{'max|dp|':>10}{'acc':>7}{'ms/clip':>9}  result"
+    head = f"{'model':<42}{'KiB':>8}{'notes':>7}{'agree':>8}{'max|dp|':>10}{'acc':>7}{'ms/clip':>9}  result"
     lines = [head, "-" * len(head)]
     for r in rows:
         rule = f">={r['threshold_agreement']:.0%}" + (f", <={r['threshold_max_abs_diff']:g}"
                                                       if r["threshold_max_abs_diff"] else "")
-        lines.append(f"{r['model']:<42}{r['size_kib']:>8.1f}{r['agreement']:>8.3f}{r['max_abs_diff']:>10.2e}"
+        lines.append(f"{r['model']:<42}{r['size_kib']:>8.1f}{r.get('notes', 0):>7}{r['agreement']:>8.3f}"
+                     f"{r['max_abs_diff']:>10.2e}"
                      f"{r['accuracy']:>7.3f}{r['latency_ms']:>9.3f}  {'ok' if r['passed'] else 'FAIL'} ({rule})")
     return "\n".join(lines)
