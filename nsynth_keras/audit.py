@@ -43,12 +43,12 @@ def run(args: argparse.Namespace) -> None:
     print(f"{len(reference)} training notes (real{' and --extra-train' if spec.extra_train else ''}); "
           f"twin threshold {args.threshold}")
     audits = {s: audit_against(note_vectors(spec, s), reference, s, args.threshold) for s in args.splits}
+    summaries = {split: a.summary() for split, a in audits.items()}
     print(f"\n{'split':<7}{'notes':>7}{'twins':>7}{'novel':>7}")
-    for split, a in audits.items():
-        summary = a.summary()
+    for split, summary in summaries.items():
         print(f"{split:<7}{summary['notes']:>7}{summary['twins']:>7}{summary['novel']:>7}")
-    for split, a in audits.items():
-        pairs = a.summary()["twin_instruments"][: args.top]
+    for split, summary in summaries.items():
+        pairs = summary["twin_instruments"][: args.top]
         if pairs:
             print(f"\n{split}: instruments with training twins (notes)")
             for p in pairs:
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> None:
     if args.json:
         write_json(args.json, {"threshold": args.threshold, "training_notes": len(reference),
                                "data": spec.to_json(),
-                               "splits": {s: {"summary": a.summary(), "notes": a.rows()} for s, a in audits.items()}})
+                               "splits": {s: {"summary": summaries[s], "notes": a.rows()} for s, a in audits.items()}})
         print(f"\nWrote {args.json}")
     if args.plot:
         plot_twin_histogram({s: a.similarity for s, a in audits.items()}, args.threshold, args.plot)

@@ -490,8 +490,8 @@ def jsonwav_split(spec: DataSpec, split: str, *, shuffle: bool, seed: int, shard
                   part: str) -> SplitData:
     """A split of the official json/wav layout, plus the extra folders' notes."""
     # Extra folders: training notes for the train split, held-out selection notes for valid, none for test.
-    extras = {"train": lambda: extra_folders(spec), "valid": lambda: extra_folders(spec, "--select-extra")}.get(
-        split, tuple)()
+    extras = (extra_folders(spec) if split == "train" else extra_folders(spec, "--select-extra") if split == "valid"
+              else ())
     for folder in extras:
         if not os.path.isdir(folder):
             flag = "--extra-train" if split == "train" else "--select-extra"

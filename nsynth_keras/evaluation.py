@@ -89,9 +89,9 @@ def subset_report(y_true: np.ndarray, probs: np.ndarray, keep: np.ndarray) -> di
             "recall": recall, "missed_families": [name for name, v in recall.items() if v == 0]}
 
 
-def copies_of(data_dir: str | None) -> dict[str, set[str]]:
-    """note -> the public copies it was gathered from, where the data folder has a manifest.csv with note_str and
-    origin_repo (several joined by ';', as the shared subset's); {} otherwise."""
+def copies_of(data_dir: str | None) -> dict[tuple[str, str], set[str]]:
+    """(split, note) -> the public copies it was gathered from, where the data folder has a manifest.csv with
+    split, note_str and origin_repo (several joined by ';', as the shared subset's); {} otherwise."""
     path = os.path.join(data_dir or "", MANIFEST)
     if not data_dir or not os.path.isfile(path):
         return {}

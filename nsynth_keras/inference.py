@@ -50,13 +50,16 @@ class Classifier:
             except TypeError:  # several inputs or outputs: a list of shapes
                 return None
 
+        def shown(shape, d: tuple | None) -> str:  # one spelling whatever the runtime: [batch, 64, 64, 1]
+            return str(shape) if d is None else "[" + ", ".join("batch" if v is None else str(v) for v in d) + "]"
+
         given, out = dims(input_shape), dims(output_shape)
         if given is None or given[1:] not in ((NUM_SAMPLES,), INPUT_SHAPE):
             mel = ", ".join(map(str, INPUT_SHAPE))
-            raise RunError(f"{self.path}: its input {input_shape} is neither a log-mel [batch, {mel}] nor a 4 s "
-                           f"waveform [batch, {NUM_SAMPLES}]: not a model of this project")
+            raise RunError(f"{self.path}: its input {shown(input_shape, given)} is neither a log-mel [batch, {mel}] "
+                           f"nor a 4 s waveform [batch, {NUM_SAMPLES}]: not a model of this project")
         if out is None or len(out) != 2 or out[1] != NUM_CLASSES:
-            raise RunError(f"{self.path}: its output {output_shape} is not one probability for each of the "
+            raise RunError(f"{self.path}: its output {shown(output_shape, out)} is not one probability for each of the "
                            f"{NUM_CLASSES} families ({', '.join(FAMILIES)}): not a model of this project")
         self.takes_waveform = given[1:] == (NUM_SAMPLES,)
 

@@ -50,8 +50,11 @@ def feature_dataset(
     elif cache:
         os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
         ds = ds.cache(cache)
-    if training:
-        # The file list was shuffled before decoding; this reshuffles the cached order each epoch.
+    if training and cache:
+        # The file list was shuffled before decoding, but a cache replays its first order: reshuffle each epoch.
+        # Uncached features (wave_augment) follow the file list's new order every epoch already; a buffer there
+        # would hold back the first batch until a whole epoch of features was computed (measured: 4.6 s vs 0.4 s
+        # for the 993 real training notes with the recording chain).
         ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 

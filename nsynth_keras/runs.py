@@ -14,7 +14,7 @@ import keras
 from nsynth_keras.audio import AUDIO_EXTENSIONS
 from nsynth_keras.errors import DivergedError, RunError  # noqa: F401  (re-exported)
 from nsynth_keras.features import DEFAULT_FRONTEND, Frontend  # also registers the LogMel layer for loading
-from nsynth_keras.files import check_output_dir, first_line, remove_stale_temporaries
+from nsynth_keras.files import first_line, remove_stale_temporaries
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The one run folder kept in git: the shipped model (MODEL_CARD.md says what it is), used when no RUN is given.
@@ -131,10 +131,6 @@ def check_run_name(name: str) -> str:
     return name
 
 
-def check_out_dir(out: str) -> str:
-    return check_output_dir(out, "--out")
-
-
 def package_versions() -> dict:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -174,8 +170,6 @@ def load_keras(path: str) -> keras.Model:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # zip, h5 and config errors all mean the same to a user
         raise RunError(f"{path}: cannot load the Keras model ({first_line(err)})") from None
-
-
 
 
 def run_or_pretrained(run: str | None, log=None) -> str:

@@ -35,7 +35,7 @@ from nsynth_keras.files import (
 )
 from nsynth_keras.model import HOMEWORK, MODELS, build_cnn, feature_map_sizes
 from nsynth_keras.pipeline import split_features
-from nsynth_keras.runs import DivergedError, RunError, RunFolder, check_out_dir, check_run_name, package_versions
+from nsynth_keras.runs import DivergedError, RunError, RunFolder, check_run_name, package_versions
 from nsynth_keras.settings import check_fields, setting
 
 PRECISIONS = {"off": "float32", "on": "mixed_float16", "bf16": "mixed_bfloat16"}
@@ -302,7 +302,7 @@ def prepare_run_folder(config: TrainConfig, spec: DataSpec, worker: int = 0) -> 
     """Check the names and the folders; clear, resume or create the partial folder. Deletes only what
     train itself writes: a partial folder of this run name, or (with --overwrite, after success) a run folder."""
     name = check_run_name(config.run_name or f"{config.model}-{datetime.now():%Y%m%d-%H%M%S}")
-    check_out_dir(config.out)
+    check_output_dir(config.out, "--out")
     final = RunFolder(os.path.join(config.out, name))
     # Each worker checkpoints into its own folder; only the chief (worker 0) writes the run folder.
     partial = RunFolder(os.path.join(config.out, f".{name}.partial" + (f".worker{worker}" if worker else "")))
@@ -512,7 +512,7 @@ def _train(config: TrainConfig, spec: DataSpec, log, verbose) -> str | None:
     config = dataclasses.replace(config, run_name=name)
     if config.cache_dir:
         check_output_dir(config.cache_dir, "--cache-dir")
-    check_out_dir(config.out)
+    check_output_dir(config.out, "--out")
     check_free_space(config.out)
     # One writer per run name: everything below (clearing, resuming, renaming) happens under the lock.
     with pid_lock(os.path.join(config.out, f".{name}.lock" + (f".worker{worker}" if worker else "")),

@@ -16,6 +16,9 @@ and test alike), while the notes of the known twin pair mallet_acoustic_047 / ma
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 
@@ -23,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from nsynth_keras.config import FAMILIES
-from nsynth_keras.data import DataSpec, Filters, make_dataset
+from nsynth_keras.data import DataSpec, Filters, JsonWavLayout, make_dataset
 from nsynth_keras.features import log_mel
 
 TWIN_SIMILARITY = 0.947
@@ -140,8 +143,17 @@ def audit_against(query: NoteVectors, reference: NoteVectors, split: str,
 
 def training_vectors(spec: DataSpec) -> NoteVectors:
     """Every training note of a spec's data: the real ones and any --extra-train notes, with no filter or sample
-    (a note left out of a smoke run's sample can still be a twin)."""
-    return note_vectors(dataclasses.replace(spec, filters=Filters(), extra_ratio=None, extra_balance=False), "train")
+    (a note left out of a smoke run's sample can still be a twin). Decoded once per process for the same folders
+    and examples.json files: evaluating valid and then test, or several runs on one subset, reuses them."""
+    whole = dataclasses.replace(spec, filters=Filters(), extra_ratio=None, extra_balance=False)
+    listed = [JsonWavLayout(d).examples("train") for d in (whole.data_dir, *whole.extra_train) if d]
+    stamps = tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in listed if os.path.isfile(p))
+    return _training_vectors(json.dumps(whole.to_json(), sort_keys=True), stamps)
+
+
+@functools.lru_cache(maxsize=2)
+def _training_vectors(spec_json: str, stamps: tuple) -> NoteVectors:
+    return note_vectors(DataSpec.from_json(json.loads(spec_json)), "train")
 
 
 def audit_split(spec: DataSpec, split: str, reference: NoteVectors | None = None,

@@ -118,9 +118,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
     timeout = REQUEST_TIMEOUT_S
 
-    def __init__(self, *args, model: str, memory: dict[str, bytes], quiet: bool, web_dir: str, port: list[int],
-                 **kwargs):
-        self.model, self.memory, self.quiet, self.web_dir, self.port = model, memory, quiet, web_dir, port
+    def __init__(self, *args, model: str, info: bytes, memory: dict[str, bytes], quiet: bool, web_dir: str,
+                 port: list[int], **kwargs):
+        self.model, self.info, self.memory, self.quiet = model, info, memory, quiet
+        self.web_dir, self.port = web_dir, port
         super().__init__(*args, **kwargs)
 
     def do_GET(self):  # noqa: N802 (http.server's name)
@@ -154,7 +155,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if path == MODEL_ROUTE:
             return read_file(self.model), MIME[".tflite"]
         if path == INFO_ROUTE:
-            return json.dumps(model_info(self.model)).encode(), MIME[".json"]
+            return self.info, MIME[".json"]
         if path.startswith(CHECK_ROUTE):
             data = self.memory.get(path[len(CHECK_ROUTE):])
             return None if data is None else (data, "application/octet-stream")
@@ -243,7 +244,11 @@ def serve(model: str, port: int = 0, memory: dict[str, bytes] | None = None, qui
     """Serve the page and a waveform model on 127.0.0.1 (port 0: any free port) in a thread; yield the URL."""
     check_page_files(web_dir)
     bound: list[int] = [port]  # the handler's Host check needs the port actually bound
-    handler = functools.partial(Handler, model=model, memory=memory or {}, quiet=quiet, web_dir=web_dir, port=bound)
+    # The model's info is read once (metadata, a LiteRT interpreter for the input length, the run's scores), not
+    # on every request.
+    info = json.dumps(model_info(model)).encode()
+    handler = functools.partial(Handler, model=model, info=info, memory=memory or {}, quiet=quiet, web_dir=web_dir,
+                                port=bound)
     try:
         server = PooledHTTPServer(("127.0.0.1", port), handler)
     except OSError as err:
