@@ -156,8 +156,6 @@ def _training_vectors(spec_json: str, stamps: tuple) -> NoteVectors:
     return note_vectors(DataSpec.from_json(json.loads(spec_json)), "train")
 
 
-def audit_split(spec: DataSpec, split: str, reference: NoteVectors | None = None,
-                threshold: float = TWIN_SIMILARITY) -> SplitAudit:
-    """The twin audit of one split against the training notes (computed here unless given)."""
-    reference = training_vectors(spec) if reference is None else reference
-    return audit_against(note_vectors(spec, split), reference, split, threshold)
+def audit_split(spec: DataSpec, split: str) -> SplitAudit:
+    """The twin audit of one split against every training note of the spec's data, at the calibrated threshold."""
+    return audit_against(note_vectors(spec, split), training_vectors(spec), split)
