@@ -31,12 +31,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: no CUDA-factory chatter
 
 from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
-from nsynth_keras.config import FAMILIES, SOURCES  # noqa: E402
-from nsynth_keras.data import DataSpec, JsonWavLayout  # noqa: E402
-from nsynth_keras.evaluation import evaluate  # noqa: E402
-from nsynth_keras.files import read_json, write_json  # noqa: E402
-from nsynth_keras.rendering import RenderConfig, default_soundfont, render  # noqa: E402
-from nsynth_keras.training import TrainConfig, train  # noqa: E402
+from nsynth_keras.core.config import FAMILIES, SOURCES  # noqa: E402
+from nsynth_keras.core.files import read_json, write_json  # noqa: E402
+from nsynth_keras.data.datasets import DataSpec  # noqa: E402
+from nsynth_keras.data.notes import JsonWavLayout
+from nsynth_keras.learn.training import TrainConfig, train  # noqa: E402
+from nsynth_keras.reports.evaluation import evaluate  # noqa: E402
+from nsynth_keras.sounds.rendering import RenderConfig, default_soundfont, render  # noqa: E402
 
 AUGMENT = ("specaugment", "gain", "shift", "mel_roll", "mixup")
 WIDE = {"model": "cnn", "filters": (32, 64, 128, 256), "dropout": 0.3}
@@ -53,7 +54,7 @@ SF3 = ("timgm6mb", "fluidr3", "musescore")
 SF5 = (*SF3, "csound", "opl3")
 SYNTHETIC_SOUNDFONTS = ("opl3",)  # rendered with instrument_source synthetic, whatever the GM map says
 RENDER = {"pitch_step": 4, "velocities": (75, 127)}
-# Procedural synthesizer sets (nsynth_keras/synth.py): name -> RenderConfig fields. "synth-heldout" are other
+# Procedural synthesizer sets (nsynth_keras/sounds/synth.py): name -> RenderConfig fields. "synth-heldout" are other
 # presets (another seed), in a valid split: the selection set's rendered part and the synth_lead recall check.
 SYNTH_SETS = {
     "synth": {"synth": 16, "seed": 0, "split": "train", **RENDER},
@@ -146,9 +147,9 @@ PUBLISHED = ("model.keras", "model_waveform.tflite", "labels.txt", "config.json"
 def publish(run: str, name: str, seed: int, spec: DataSpec, summary: dict | None, dest: str) -> None:
     """Make ``dest`` the shipped model: the run's Keras model and waveform TFLite (with metadata), its config and
     history, the evaluation of valid and test (with the twin audit) and a model card; swapped in whole."""
-    from nsynth_keras.files import atomic_path
-    from nsynth_keras.runs import load_keras, run_frontend
-    from nsynth_keras.tflite import write_tflite
+    from nsynth_keras.core.files import atomic_path
+    from nsynth_keras.deploy.tflite import write_tflite
+    from nsynth_keras.models.runs import load_keras, run_frontend
 
     write_tflite(load_keras(os.path.join(run, "model.keras")), "waveform", os.path.join(run, "model_waveform.tflite"),
                  frontend=run_frontend(run)[0])

@@ -29,11 +29,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: n
 
 
 
-from nsynth_keras import config  # noqa: E402
 from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
-from nsynth_keras.data import make_dataset, read_examples  # noqa: E402
-from nsynth_keras.files import write_json  # noqa: E402
-from nsynth_keras.pipeline import feature_dataset  # noqa: E402
+from nsynth_keras.core import config  # noqa: E402
+from nsynth_keras.core.files import write_json  # noqa: E402
+from nsynth_keras.data.datasets import make_dataset  # noqa: E402
+from nsynth_keras.data.notes import read_examples
+from nsynth_keras.data.pipeline import feature_dataset  # noqa: E402
 
 
 def librosa_log_mel(path: str) -> np.ndarray:
@@ -110,8 +111,8 @@ def main(argv=None) -> dict:
     # 3. training throughput: pipeline vs in-memory arrays, same model, same notes.
     import keras
 
-    from nsynth_keras.model import build_baseline
-    from nsynth_keras.training import compile_model, one_hot
+    from nsynth_keras.learn.training import compile_model, one_hot
+    from nsynth_keras.models.cnn import build_baseline
 
     x = np.concatenate([b[0].numpy() for b in ds])
     y = keras.utils.to_categorical(np.concatenate([b[1].numpy() for b in ds]), config.NUM_CLASSES)
@@ -157,8 +158,8 @@ def notes_per_s(ds, n: int, repeats: int = 3) -> float:
 
 def tfds_vs_jsonwav(spec, args) -> dict:
     """The same notes read from TFDS-prepared shards and from wav files, side by side."""
-    from nsynth_keras.data import tfds_dataset
-    from nsynth_keras.release import prepare_tfds
+    from nsynth_keras.data.datasets import tfds_dataset
+    from nsynth_keras.sounds.release import prepare_tfds
 
     prepare_tfds(spec.data_dir, args.tfds_dir, max_examples=spec.filters.max_examples, log=lambda *a: None)
     tfds_ds = tfds_dataset(args.split, data_dir=args.tfds_dir).prefetch(64)
@@ -176,7 +177,7 @@ def index_memory(spec, split: str, notes: int = 300_000) -> dict:
     decoding dataset and read for one batch: paths and labels only, no audio held."""
     import gc
 
-    from nsynth_keras.data import table_dataset
+    from nsynth_keras.data.datasets import table_dataset
 
     one = read_examples(spec.data_dir, split, spec.filters)
     before = current_rss_mib()

@@ -22,10 +22,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: n
 import keras  # noqa: E402
 
 from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
-from nsynth_keras.files import write_json  # noqa: E402
-from nsynth_keras.model import build_baseline  # noqa: E402
-from nsynth_keras.pipeline import split_features  # noqa: E402
-from nsynth_keras.training import compile_model, one_hot  # noqa: E402
+from nsynth_keras.core.files import write_json  # noqa: E402
+from nsynth_keras.data.pipeline import split_features  # noqa: E402
+from nsynth_keras.learn.training import compile_model, one_hot  # noqa: E402
+from nsynth_keras.models.cnn import build_baseline  # noqa: E402
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 

@@ -23,7 +23,7 @@ import soundfile as sf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from nsynth_keras.files import write_json  # noqa: E402
+from nsynth_keras.core.files import write_json  # noqa: E402
 
 
 def recording(path: str, seconds: int, rate: int, channels: int) -> str:

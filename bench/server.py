@@ -27,8 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from nsynth_keras.files import write_json  # noqa: E402
-from nsynth_keras.webpage import BACKLOG, REQUEST_TIMEOUT_S, WORKERS, serve  # noqa: E402
+from nsynth_keras.core.files import write_json  # noqa: E402
+from nsynth_keras.deploy.webpage import BACKLOG, REQUEST_TIMEOUT_S, WORKERS, serve  # noqa: E402
 
 ROUTES = ("/", "/app.mjs", "/style.css", "/model/info.json", "/model/model_waveform.tflite",
           "/node_modules/@mediapipe/tasks-audio/audio_bundle.mjs", "/node_modules/", "/missing")

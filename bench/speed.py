@@ -65,8 +65,8 @@ def keras_rate(x, y, filters, precision, batch, epochs, threads) -> float:
     import keras
     import tensorflow as tf
 
-    from nsynth_keras.model import build_cnn
-    from nsynth_keras.training import compile_model
+    from nsynth_keras.learn.training import compile_model
+    from nsynth_keras.models.cnn import build_cnn
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -128,7 +128,7 @@ def child(args) -> None:
 
 def features(args, path: str) -> int:
     from nsynth_keras.cli import spec_from_args
-    from nsynth_keras.pipeline import load_split
+    from nsynth_keras.data.pipeline import load_split
 
     notes = load_split(spec_from_args(args), "train", ("mel", "family"))
     np.savez(path, x=notes["mel"].astype(np.float32), y=notes["family"].astype(np.int32))
@@ -147,7 +147,7 @@ def measure(cell: str, path: str, args) -> float:
 
 def main(argv=None) -> dict:
     from nsynth_keras.cli import add_data_args
-    from nsynth_keras.files import write_json
+    from nsynth_keras.core.files import write_json
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p)

@@ -16,9 +16,9 @@ import argparse
 import sys
 
 from nsynth_keras.cli import add_data_args, make_parser, run_command, spec_from_args
-from nsynth_keras.files import check_output_file, write_json
-from nsynth_keras.plots import plot_twin_histogram
-from nsynth_keras.twins import TWIN_SIMILARITY, audit_against, note_vectors, training_vectors
+from nsynth_keras.core.files import check_output_file, write_json
+from nsynth_keras.data.twins import TWIN_SIMILARITY, audit_against, note_vectors, training_vectors
+from nsynth_keras.reports.plots import plot_twin_histogram
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,9 +14,9 @@ import argparse
 import sys
 
 from nsynth_keras.cli import add_data_args, make_parser, run_command, spec_from_args
-from nsynth_keras.evaluation import evaluate, format_report
-from nsynth_keras.inference import SAVED_MODEL_WARNING
-from nsynth_keras.runs import run_or_pretrained
+from nsynth_keras.deploy.inference import SAVED_MODEL_WARNING
+from nsynth_keras.models.runs import run_or_pretrained
+from nsynth_keras.reports.evaluation import evaluate, format_report
 
 
 def build_parser() -> argparse.ArgumentParser:

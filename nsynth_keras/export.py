@@ -10,8 +10,8 @@ import argparse
 import sys
 
 from nsynth_keras.cli import add_data_args, make_parser, run_command, spec_from_args
-from nsynth_keras.runs import RunFolder
-from nsynth_keras.tflite import EXPORT_FORMATS, export_run
+from nsynth_keras.deploy.tflite import EXPORT_FORMATS, export_run
+from nsynth_keras.models.runs import RunFolder
 
 
 def build_parser() -> argparse.ArgumentParser:

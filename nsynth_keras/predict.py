@@ -22,10 +22,10 @@ import os
 import sys
 
 from nsynth_keras.cli import make_parser, positive_float, run_command
-from nsynth_keras.config import FAMILIES
-from nsynth_keras.files import atomic_path, check_output_file
-from nsynth_keras.inference import SAVED_MODEL_WARNING, classify_files, csv_text, load_classifier, wav_files
-from nsynth_keras.runs import looks_like_model, run_or_pretrained
+from nsynth_keras.core.config import FAMILIES
+from nsynth_keras.core.files import atomic_path, check_output_file
+from nsynth_keras.deploy.inference import SAVED_MODEL_WARNING, classify_files, csv_text, load_classifier, wav_files
+from nsynth_keras.models.runs import looks_like_model, run_or_pretrained
 
 
 def build_parser() -> argparse.ArgumentParser:

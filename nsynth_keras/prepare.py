@@ -21,8 +21,7 @@ import argparse
 import sys
 
 from nsynth_keras.cli import make_parser, run_command
-from nsynth_keras.config import DEFAULT_DATA_DIR
-from nsynth_keras.release import prepare_tfds
+from nsynth_keras.core.config import DEFAULT_DATA_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
+    from nsynth_keras.sounds.release import prepare_tfds  # loads TensorFlow and TFDS: not for --help
+
     if args.max_examples is not None and args.max_examples < 1:
         raise ValueError("--max-examples must be at least 1")
     builder = prepare_tfds(args.data_dir, args.tfds_dir, max_examples=args.max_examples, seed=args.seed)

@@ -12,7 +12,7 @@ come with Debian (apt-get install fluid-soundfont-gm: /usr/share/sounds/sf2/Flui
 musescore-general-soundfont: /usr/share/sounds/sf3/MuseScore_General.sf3).
 Rendering again into the same --out with the same settings resumes (finished notes are kept);
 with other settings it is refused. The output is deterministic for a --seed.
-With --synth N it renders N procedural synthesizer presets per family instead (nsynth_keras/synth.py:
+With --synth N it renders N procedural synthesizer presets per family instead (nsynth_keras/sounds/synth.py:
 detuned-saw and square leads, acid and FM basses, FM electric pianos, drawbar organs, string ensembles,
 Karplus-Strong plucks, modal and FM bells, formant voices, ...), all with instrument_source synthetic:
 
@@ -30,8 +30,8 @@ import argparse
 import sys
 
 from nsynth_keras.cli import make_parser, run_command
-from nsynth_keras.config import FAMILIES, SOURCES
-from nsynth_keras.rendering import DEFAULT_PROGRAM_MAP, RenderConfig, render
+from nsynth_keras.core.config import FAMILIES, SOURCES
+from nsynth_keras.sounds.rendering import DEFAULT_PROGRAM_MAP, RenderConfig, render
 
 
 def build_parser() -> argparse.ArgumentParser:

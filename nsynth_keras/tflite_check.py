@@ -17,9 +17,9 @@ import os
 import sys
 
 from nsynth_keras.cli import add_data_args, make_parser, run_command, spec_from_args
-from nsynth_keras.files import write_json
-from nsynth_keras.ondevice import check_run, format_check_table, litert_version, models_to_check
-from nsynth_keras.runs import RunFolder, run_or_pretrained
+from nsynth_keras.core.files import write_json
+from nsynth_keras.deploy.ondevice import check_run, format_check_table, litert_version, models_to_check
+from nsynth_keras.models.runs import RunFolder, run_or_pretrained
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,11 +15,11 @@ import dataclasses
 import sys
 
 from nsynth_keras.cli import add_data_args, make_parser, run_command, spec_from_args
-from nsynth_keras.data import DataSpec
-from nsynth_keras.files import read_json
-from nsynth_keras.runs import RunError
-from nsynth_keras.settings import add_flags, from_dict, given
-from nsynth_keras.training import TrainConfig, train
+from nsynth_keras.core.files import read_json
+from nsynth_keras.core.settings import add_flags, from_dict, given
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.learn.training import TrainConfig, train
+from nsynth_keras.models.runs import RunError
 
 
 def build_parser() -> argparse.ArgumentParser:

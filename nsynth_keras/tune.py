@@ -26,11 +26,12 @@ import os
 import sys
 
 from nsynth_keras.cli import add_data_args, make_parser, run_command, spec_from_args
-from nsynth_keras.config import DEFAULT_RUNS_DIR
-from nsynth_keras.data import DataSpec, Filters
-from nsynth_keras.settings import add_flags, given
-from nsynth_keras.training import train
-from nsynth_keras.tuning import SearchConfig, best_train_config, search, searched_with, summarise, tuner_id
+from nsynth_keras.core.config import DEFAULT_RUNS_DIR
+from nsynth_keras.core.settings import add_flags, given
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.notes import Filters
+from nsynth_keras.learn.training import train
+from nsynth_keras.learn.tuning import SearchConfig, best_train_config, search, searched_with, summarise, tuner_id
 
 
 def build_parser() -> argparse.ArgumentParser:

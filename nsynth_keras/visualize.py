@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from nsynth_keras.cli import add_data_args, make_parser, run_command, spec_from_args
-from nsynth_keras.plots import visualize_run
+from nsynth_keras.reports.plots import visualize_run
 
 
 def build_parser() -> argparse.ArgumentParser:

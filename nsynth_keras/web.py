@@ -15,8 +15,6 @@ import sys
 import time
 
 from nsynth_keras.cli import make_parser, run_command
-from nsynth_keras.runs import run_or_pretrained
-from nsynth_keras.webpage import model_info, serve, waveform_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
+    # Imported here so that --help and flag errors answer without loading TensorFlow (several seconds).
+    from nsynth_keras.deploy.webpage import model_info, serve, waveform_model
+    from nsynth_keras.models.runs import run_or_pretrained
+
     model = waveform_model(run_or_pretrained(args.run, log=print))
     info = model_info(model)
     if "error" in info:

@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from nsynth_keras.data import DataSpec, Filters
-from nsynth_keras.training import TrainConfig, train
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.notes import Filters
+from nsynth_keras.learn.training import TrainConfig, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_NSYNTH = os.environ.get("NSYNTH_DATA_DIR", os.path.join(ROOT, "..", "shared", "nsynth"))
@@ -55,7 +56,7 @@ def write_split(root, split: str, notes: list[dict], *, seconds: float = 4.0) ->
     import numpy as np
     import soundfile as sf
 
-    from nsynth_keras.config import FAMILIES, SAMPLE_RATE, SOURCES
+    from nsynth_keras.core.config import FAMILIES, SAMPLE_RATE, SOURCES
 
     folder = os.path.join(str(root), f"nsynth-{split}")
     os.makedirs(os.path.join(folder, "audio"), exist_ok=True)
@@ -90,7 +91,7 @@ def tiny_nsynth(tmp_path) -> str:
 
 def read_or_named_error(path):
     """(header, clip) of a wav, or None when it is refused with an error that names the file."""
-    from nsynth_keras.audio import AudioError, probe_wav, read_wav
+    from nsynth_keras.data.audio import AudioError, probe_wav, read_wav
 
     try:
         return probe_wav(str(path)), read_wav(str(path))

@@ -55,7 +55,7 @@ def test_speed_bench_compares_keras_and_pytorch_side_by_side(data_dir, tmp_path)
                          "--cells", "keras float32", "torch float32", "--json", str(out)])
     assert set(result["examples_per_s"]) == {"keras float32", "torch float32"}
     assert all(v > 0 for v in result["examples_per_s"].values()) and result["keras_over_torch_float32"] > 0
-    from nsynth_keras.training import cpu_flags
+    from nsynth_keras.learn.training import cpu_flags
 
     assert out.exists() and result["cpu"]["avx512_bf16"] == ("avx512_bf16" in cpu_flags())
 
@@ -74,7 +74,7 @@ def test_predict_memory_bench_streams_long_recordings(tmp_path):
 
 @pytest.mark.slow
 def test_server_bench_answers_every_request_and_closes_stalled_connections(tmp_path):
-    from nsynth_keras.webpage import MEDIAPIPE_JS, WEB_DIR
+    from nsynth_keras.deploy.webpage import MEDIAPIPE_JS, WEB_DIR
 
     if not os.path.isdir(os.path.join(WEB_DIR, MEDIAPIPE_JS, "wasm")):
         pytest.skip("web/node_modules is missing: npm ci --prefix web (the browser extra)")

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nsynth_keras.config import NUM_SAMPLES
-from nsynth_keras.data import DataError, DataSpec, Filters, make_dataset, read_examples, tfds_dataset
+from nsynth_keras.core.config import NUM_SAMPLES
+from nsynth_keras.core.errors import DataError
+from nsynth_keras.data.datasets import DataSpec, make_dataset, tfds_dataset
+from nsynth_keras.data.notes import Filters, read_examples
 
 ELEMENT_DTYPES = {"audio": tf.float32, "family": tf.int32, "source": tf.int32, "pitch": tf.int32,
                   "velocity": tf.int32, "note": tf.string, "instrument": tf.string}
@@ -96,7 +98,7 @@ def test_tfds_not_prepared_gives_one_clear_sentence(tmp_path):
 
 
 def test_feature_batches_from_the_real_subset(data_dir):
-    from nsynth_keras.pipeline import split_features
+    from nsynth_keras.data.pipeline import split_features
 
     ds, data = split_features(DataSpec(data_dir=data_dir, filters=Filters(max_examples=40)), "test", 16)
     x, y = next(iter(ds))

@@ -7,8 +7,8 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from nsynth_keras import evaluate, predict
-from nsynth_keras.config import FAMILIES
-from nsynth_keras.evaluation import report
+from nsynth_keras.core.config import FAMILIES
+from nsynth_keras.reports.evaluation import report
 
 
 def test_report_agrees_with_a_hand_checked_case():

@@ -5,12 +5,14 @@ import keras
 import numpy as np
 import pytest
 
-from nsynth_keras import export, ondevice, tflite, tflite_check
-from nsynth_keras.data import DataSpec, Filters
-from nsynth_keras.features import log_mel
-from nsynth_keras.inference import TFLiteClassifier
-from nsynth_keras.pipeline import load_split
-from nsynth_keras.runs import load_keras
+from nsynth_keras import export, tflite_check
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.features import log_mel
+from nsynth_keras.data.notes import Filters
+from nsynth_keras.data.pipeline import load_split
+from nsynth_keras.deploy import ondevice, tflite
+from nsynth_keras.deploy.inference import TFLiteClassifier
+from nsynth_keras.models.runs import load_keras
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +103,9 @@ def test_tflite_check_errors(tmp_path, data_dir, capsys):
 
 def test_mixed_precision_trains_and_exports_a_float32_model(data_dir):
     """A mixed-precision model after a few real steps, and its float32 export on the same weights."""
-    from nsynth_keras.model import build_cnn
-    from nsynth_keras.pipeline import split_features
-    from nsynth_keras.training import compile_model, float32_copy, one_hot
+    from nsynth_keras.data.pipeline import split_features
+    from nsynth_keras.learn.training import compile_model, float32_copy, one_hot
+    from nsynth_keras.models.cnn import build_cnn
 
     kwargs = {"filters": (16, 32, 64, 128)}
     ds, _ = split_features(DataSpec(data_dir=data_dir, filters=Filters(max_examples=64)), "train", 16,

@@ -3,8 +3,8 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from nsynth_keras import config
-from nsynth_keras.features import LogMel, log_mel
+from nsynth_keras.core import config
+from nsynth_keras.data.features import LogMel, log_mel
 
 
 def test_tfio_native_library_loads():

@@ -13,14 +13,15 @@ import pytest
 import soundfile as sf
 
 from nsynth_keras import evaluate, predict, render, train, tune
-from nsynth_keras.config import INPUT_SHAPE, NUM_SAMPLES, SAMPLE_RATE
-from nsynth_keras.data import DataError, DataSpec, make_dataset
-from nsynth_keras.model import build_baseline
-from nsynth_keras.rendering import RenderConfig, pitch_offset
-from nsynth_keras.rendering import render as render_notes
-from nsynth_keras.tflite import write_tflite
-from nsynth_keras.training import TrainConfig
-from nsynth_keras.tuning import SEARCH_RECORD, SearchConfig, search, search_record
+from nsynth_keras.core.config import INPUT_SHAPE, NUM_SAMPLES, SAMPLE_RATE
+from nsynth_keras.core.errors import DataError
+from nsynth_keras.data.datasets import DataSpec, make_dataset
+from nsynth_keras.deploy.tflite import write_tflite
+from nsynth_keras.learn.training import TrainConfig
+from nsynth_keras.learn.tuning import SEARCH_RECORD, SearchConfig, search, search_record
+from nsynth_keras.models.cnn import build_baseline
+from nsynth_keras.sounds.rendering import RenderConfig, pitch_offset
+from nsynth_keras.sounds.rendering import render as render_notes
 from tests.conftest import write_split
 
 
@@ -285,8 +286,8 @@ def test_recursive_predict_names_looping_links_and_follows_folder_links_once(tmp
 
 
 def test_a_cosine_run_resumes_only_with_its_epochs(tmp_path, tiny_nsynth):
-    from nsynth_keras.runs import RunError
-    from nsynth_keras.training import prepare_run_folder
+    from nsynth_keras.learn.training import prepare_run_folder
+    from nsynth_keras.models.runs import RunError
 
     spec = DataSpec(data_dir=tiny_nsynth)
     for schedule, refused in (("constant", False), ("cosine", True)):

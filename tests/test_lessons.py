@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from nsynth_keras.config import NUM_CLASSES
-from nsynth_keras.lessons import beyond_noise, health_problems, read_curves
+from nsynth_keras.core.config import NUM_CLASSES
+from nsynth_keras.reports.lessons import beyond_noise, health_problems, read_curves
 
 # The homework CNN, FAST (6 epochs), as the round-4 review saw it: valid 0.66 -> 0.65, val_loss 1.05 -> 1.28,
 # train 0.97. The old reader called it "still rising ... under-trained".

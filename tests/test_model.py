@@ -1,6 +1,6 @@
 import pytest
 
-from nsynth_keras.model import build_baseline, build_cnn, feature_map_sizes
+from nsynth_keras.models.cnn import build_baseline, build_cnn, feature_map_sizes
 
 
 def test_baseline_parameter_counts_match_homework():

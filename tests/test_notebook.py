@@ -56,7 +56,7 @@ def printed(nb) -> str:
 def check_stated_numbers(nb, data_dir: str) -> None:
     """Every number the notebook states about its data or results comes from the run: the markdown states
     none (no counts of notes or instruments, no accuracies), and the printed counts match the data folder."""
-    from nsynth_keras.data import read_examples
+    from nsynth_keras.data.notes import read_examples
 
     for cell in nb.cells:
         if cell.cell_type == "markdown":
@@ -93,7 +93,7 @@ def test_notebook_on_the_no_nsynth_path_has_no_leakage_and_says_what_it_ran_on(t
     """The README's no-NSynth path: instrument-disjoint splits rendered from the shipped SoundFont. The
     notebook's rendered-notes section must leave out the valid/test programs (the extra-data check refuses any
     overlap, so this run failing would mean leakage), and its text must describe this data, not the subset."""
-    from nsynth_keras.rendering import RenderConfig, render
+    from nsynth_keras.sounds.rendering import RenderConfig, render
 
     data = tmp_path / "sf-nsynth"
     for split, programs in NO_NSYNTH_SPLITS.items():
@@ -101,7 +101,7 @@ def test_notebook_on_the_no_nsynth_path_has_no_leakage_and_says_what_it_ran_on(t
                log=lambda *a: None, show_progress=False)
     nb = run_notebook(str(data), tmp_path / "runs", monkeypatch)
     text = printed(nb)
-    from nsynth_keras.data import read_examples
+    from nsynth_keras.data.notes import read_examples
 
     held = {i for split in ("valid", "test") for i in read_examples(str(data), split).instrument}
     assert f"programs rendered ({len(held)} left out: their instruments are in valid or test)" in text

@@ -17,18 +17,20 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from nsynth_keras import predict, render, train
-from nsynth_keras.audio import AudioError, open_recording, recording_windows
-from nsynth_keras.config import NUM_SAMPLES, SAMPLE_RATE
-from nsynth_keras.data import DataError, DataSpec, Filters, make_dataset, read_examples
-from nsynth_keras.files import atomic_path, check_free_space
-from nsynth_keras.model import build_baseline
-from nsynth_keras.pipeline import cache_key
-from nsynth_keras.rendering import RenderConfig, load_program_map
-from nsynth_keras.rendering import render as render_notes
-from nsynth_keras.runs import RunError
-from nsynth_keras.training import TrainConfig
-from nsynth_keras.training import train as train_run
-from nsynth_keras.tuning import SearchConfig, search
+from nsynth_keras.core.config import NUM_SAMPLES, SAMPLE_RATE
+from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.files import atomic_path, check_free_space
+from nsynth_keras.data.audio import AudioError, open_recording, recording_windows
+from nsynth_keras.data.datasets import DataSpec, make_dataset
+from nsynth_keras.data.notes import Filters, read_examples
+from nsynth_keras.data.pipeline import cache_key
+from nsynth_keras.learn.training import TrainConfig
+from nsynth_keras.learn.training import train as train_run
+from nsynth_keras.learn.tuning import SearchConfig, search
+from nsynth_keras.models.cnn import build_baseline
+from nsynth_keras.models.runs import RunError
+from nsynth_keras.sounds.rendering import RenderConfig, load_program_map
+from nsynth_keras.sounds.rendering import render as render_notes
 from tests.conftest import write_split
 
 
@@ -303,7 +305,7 @@ def test_a_program_map_saved_with_a_bom_loads(tmp_path):
 
 
 def test_release_fields_come_from_the_checked_table_when_entries_lack_their_names(tmp_path):
-    from nsynth_keras.release import note_example, release_fields
+    from nsynth_keras.sounds.release import note_example, release_fields
 
     write_split(tmp_path, "train", [{"instrument": "organ_x", "family": "organ", "source": "electronic"}])
     path = tmp_path / "nsynth-train" / "examples.json"

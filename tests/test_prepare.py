@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from nsynth_keras import evaluate, prepare, train
-from nsynth_keras.data import DataSpec, Filters, make_dataset, tfds_dataset
+from nsynth_keras.data.datasets import DataSpec, make_dataset, tfds_dataset
+from nsynth_keras.data.notes import Filters
 
 NOTES = 12  # per split: a seeded sample of the shared subset
 

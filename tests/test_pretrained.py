@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from nsynth_keras import evaluate, predict
-from nsynth_keras.data import DataSpec
-from nsynth_keras.evaluation import evaluate as evaluate_model
-from nsynth_keras.inference import KerasClassifier, TFLiteClassifier
-from nsynth_keras.pipeline import load_split
-from nsynth_keras.runs import PRETRAINED, RunFolder, run_or_pretrained
-from nsynth_keras.webpage import model_info, waveform_model
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.pipeline import load_split
+from nsynth_keras.deploy.inference import KerasClassifier, TFLiteClassifier
+from nsynth_keras.deploy.webpage import model_info, waveform_model
+from nsynth_keras.models.runs import PRETRAINED, RunFolder, run_or_pretrained
+from nsynth_keras.reports.evaluation import evaluate as evaluate_model
 
 SHIPPED = ("model.keras", "model_waveform.tflite", "labels.txt", "config.json", "history.json", "evaluation.json",
            "MODEL_CARD.md")

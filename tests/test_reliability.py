@@ -15,9 +15,11 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nsynth_keras.audio import read_wav
-from nsynth_keras.config import FAMILIES, NUM_SAMPLES
-from nsynth_keras.data import DataError, read_examples, table_dataset
+from nsynth_keras.core.config import FAMILIES, NUM_SAMPLES
+from nsynth_keras.core.errors import DataError
+from nsynth_keras.data.audio import read_wav
+from nsynth_keras.data.datasets import table_dataset
+from nsynth_keras.data.notes import read_examples
 from tests.conftest import read_or_named_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,7 +111,7 @@ def wav_header(channels, rate, bits, n_frames, fmt=1):
               st.binary(max_size=3000)),
 ))
 def test_decoder_never_crashes_nor_returns_a_wrong_shape(tmp_path, blob):
-    from nsynth_keras.data import _decode_fast
+    from nsynth_keras.data.datasets import _decode_fast
 
     path = tmp_path / "x.wav"
     path.write_bytes(blob)
@@ -210,9 +212,9 @@ def test_custom_loop_stops_early_and_logs_to_tensorboard(tmp_path):
     import keras
     import tensorflow as tf
 
-    from nsynth_keras import distributed
-    from nsynth_keras.files import read_history
-    from nsynth_keras.model import build_cnn
+    from nsynth_keras.core.files import read_history
+    from nsynth_keras.learn import distributed
+    from nsynth_keras.models.cnn import build_cnn
 
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (16, 64, 64, 1)).astype(np.float32)

@@ -9,11 +9,13 @@ import pytest
 import soundfile as sf
 
 from nsynth_keras import render, train
-from nsynth_keras.audio import probe_wav
-from nsynth_keras.config import FAMILIES, NUM_SAMPLES, SAMPLE_RATE
-from nsynth_keras.data import DataError, DataSpec, Filters, make_dataset, read_examples
-from nsynth_keras.rendering import PEAK_LIMIT, RenderConfig, load_program_map
-from nsynth_keras.rendering import render as render_notes
+from nsynth_keras.core.config import FAMILIES, NUM_SAMPLES, SAMPLE_RATE
+from nsynth_keras.core.errors import DataError
+from nsynth_keras.data.audio import probe_wav
+from nsynth_keras.data.datasets import DataSpec, make_dataset
+from nsynth_keras.data.notes import Filters, read_examples
+from nsynth_keras.sounds.rendering import PEAK_LIMIT, RenderConfig, load_program_map
+from nsynth_keras.sounds.rendering import render as render_notes
 
 # A piano, a violin and a trumpet, every octave, one velocity: a few seconds of rendering.
 SMALL = ["--programs", "0", "40", "56", "--pitch-step", "12", "--velocities", "100"]

@@ -9,15 +9,15 @@ import os
 import numpy as np
 import pytest
 
-from nsynth_keras.audio import read_wav
-from nsynth_keras.data import DataSpec
-from nsynth_keras.evaluation import evaluate
-from nsynth_keras.features import DEFAULT_FRONTEND, FRONTEND, Frontend, log_mel
-from nsynth_keras.inference import TFLiteClassifier, classify_files, load_classifier
-from nsynth_keras.model import build_baseline
-from nsynth_keras.ondevice import check_run
-from nsynth_keras.runs import RunError, RunFolder
-from nsynth_keras.tflite import export_run
+from nsynth_keras.data.audio import read_wav
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.features import DEFAULT_FRONTEND, FRONTEND, Frontend, log_mel
+from nsynth_keras.deploy.inference import TFLiteClassifier, classify_files, load_classifier
+from nsynth_keras.deploy.ondevice import check_run
+from nsynth_keras.deploy.tflite import export_run
+from nsynth_keras.models.cnn import build_baseline
+from nsynth_keras.models.runs import RunError, RunFolder
+from nsynth_keras.reports.evaluation import evaluate
 
 OTHER = Frontend(hop_length=1001, f_min=300.0)  # still 64 frames x 64 mels: the same model input
 
@@ -43,7 +43,7 @@ def test_predict_and_evaluate_feed_a_run_its_recorded_frontend(tmp_path, tiny_ns
     assert clf.frontend == OTHER and "recorded" in clf.frontend_source
     results, _ = classify_files(clf, [wav], k=11)
     got = {t["family"]: t["probability"] for t in results[0]["top"]}
-    from nsynth_keras.config import FAMILIES
+    from nsynth_keras.core.config import FAMILIES
 
     assert np.allclose([got[f] for f in FAMILIES], expected, atol=1e-5)
     r, _ = evaluate(run, DataSpec(data_dir=tiny_nsynth), "test", out=str(tmp_path / "eval"), audit=False)

@@ -17,14 +17,17 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nsynth_keras import evaluate, export, inference, predict, tflite, tflite_check, train, tune
-from nsynth_keras.audio import AudioError, probe_wav, read_wav
-from nsynth_keras.config import NUM_SAMPLES
-from nsynth_keras.data import DataError, DataSpec, Filters, read_examples, table_dataset
-from nsynth_keras.model import build_baseline
-from nsynth_keras.runs import RunError, RunFolder, check_run_name
-from nsynth_keras.training import StopOnNonFinite, TrainConfig, fit_callbacks, prepare_run_folder
-from nsynth_keras.tuning import SearchConfig, project_lock, search
+from nsynth_keras import evaluate, export, predict, tflite_check, train, tune
+from nsynth_keras.core.config import NUM_SAMPLES
+from nsynth_keras.core.errors import DataError
+from nsynth_keras.data.audio import AudioError, probe_wav, read_wav
+from nsynth_keras.data.datasets import DataSpec, table_dataset
+from nsynth_keras.data.notes import Filters, read_examples
+from nsynth_keras.deploy import inference, tflite
+from nsynth_keras.learn.training import StopOnNonFinite, TrainConfig, fit_callbacks, prepare_run_folder
+from nsynth_keras.learn.tuning import SearchConfig, project_lock, search
+from nsynth_keras.models.cnn import build_baseline
+from nsynth_keras.models.runs import RunError, RunFolder, check_run_name
 from tests.conftest import read_or_named_error
 
 
@@ -250,7 +253,7 @@ def test_fuzzed_examples_json_entries_are_kept_valid_or_skipped_by_name(tmp_path
        odd=st.booleans(), fmt_size=st.sampled_from([16, 18, 20]), extra=st.sampled_from([b"", b"\0", b"LIST\0\0\0\0"]))
 def test_fuzzed_wav_headers_either_decode_the_same_both_ways_or_fail_by_name(tmp_path, rate, frames, odd, fmt_size,
                                                                                extra):
-    from nsynth_keras.data import _decode_fast
+    from nsynth_keras.data.datasets import _decode_fast
 
     samples = (np.random.default_rng(frames).uniform(-1, 1, frames) * 20000).astype(np.int16)
     path = tmp_path / "x.wav"
@@ -346,7 +349,7 @@ def test_loading_a_model_is_safe_mode(tmp_path):
     inputs = keras.Input((2,))
     model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
     model.save(tmp_path / "lambda.keras")
-    from nsynth_keras.runs import load_keras
+    from nsynth_keras.models.runs import load_keras
 
     with pytest.raises(RunError, match="cannot load"):
         load_keras(str(tmp_path / "lambda.keras"))

@@ -10,10 +10,11 @@ import os
 import pytest
 
 from nsynth_keras import train, tune
-from nsynth_keras.data import DataSpec, Filters
-from nsynth_keras.settings import flag_fields, flag_name, given
-from nsynth_keras.training import TrainConfig
-from nsynth_keras.tuning import SearchConfig
+from nsynth_keras.core.settings import flag_fields, flag_name, given
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.notes import Filters
+from nsynth_keras.learn.training import TrainConfig
+from nsynth_keras.learn.tuning import SearchConfig
 
 # A value other than the default for every TrainConfig flag (a new field without one fails the test).
 OTHER = {"model": "cnn", "filters": (8, 16), "kernel_size": 5, "padding": "valid", "strides": 2, "dropout": 0.25,

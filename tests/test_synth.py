@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 
 from nsynth_keras import render
-from nsynth_keras.audio import read_wav
-from nsynth_keras.config import FAMILIES, NUM_SAMPLES, SAMPLE_RATE
-from nsynth_keras.data import DataError, DataSpec, read_examples
-from nsynth_keras.evaluation import evaluate
-from nsynth_keras.rendering import RenderConfig, default_soundfont
-from nsynth_keras.rendering import render as render_notes
-from nsynth_keras.synth import KINDS, make_preset, render_note
-from nsynth_keras.training import TrainConfig, train
+from nsynth_keras.core.config import FAMILIES, NUM_SAMPLES, SAMPLE_RATE
+from nsynth_keras.core.errors import DataError
+from nsynth_keras.data.audio import read_wav
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.notes import read_examples
+from nsynth_keras.learn.training import TrainConfig, train
+from nsynth_keras.reports.evaluation import evaluate
+from nsynth_keras.sounds.rendering import RenderConfig, default_soundfont
+from nsynth_keras.sounds.rendering import render as render_notes
+from nsynth_keras.sounds.synth import PITCH_RANGES, VOICES, make_preset, render_note
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,9 @@ def synth_notes(tmp_path_factory) -> str:
 
 
 def test_every_kind_plays_a_finite_4_s_note_whose_level_follows_velocity():
-    for family, (kinds, (low, high)) in KINDS.items():
+    assert set(VOICES) == set(PITCH_RANGES) == set(FAMILIES) and all(VOICES.values())
+    for family, voices in VOICES.items():
+        kinds, (low, high) = tuple(voices), PITCH_RANGES[family]
         for i in range(len(kinds)):
             preset = make_preset(family, i, seed=3)
             assert preset.kind == kinds[i] and preset.name.startswith(f"{family}_synthetic_")

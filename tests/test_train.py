@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from nsynth_keras import train
-from nsynth_keras.data import DataSpec, Filters
-from nsynth_keras.pipeline import split_features
-from nsynth_keras.runs import load_keras
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.notes import Filters
+from nsynth_keras.data.pipeline import split_features
+from nsynth_keras.models.runs import load_keras
 
 RUN_FILES = {"model.keras", "saved_model", "model.tflite", "labels.txt", "history.json", "config.json",
              "learning_curves.png", "logs"}
@@ -67,7 +68,7 @@ def test_bad_flags_give_clear_errors(tmp_path, capsys):
 
 
 def test_auto_precision_follows_the_hardware(trained_run):
-    from nsynth_keras.training import resolve_precision
+    from nsynth_keras.learn.training import resolve_precision
 
     assert resolve_precision("auto", flags={"avx2", "avx512f", "fma"}, gpus=0)[0] == "float32"
     assert resolve_precision("auto", flags={"avx512f", "avx512_bf16"}, gpus=0)[0] == "mixed_bfloat16"

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nsynth_keras import features
-from nsynth_keras.config import NUM_CLASSES, TOP_DB
-from nsynth_keras.data import DataError
-from nsynth_keras.features import AUGMENTATIONS, make_augment
-from nsynth_keras.training import TrainConfig, balanced_class_weight, learning_rate
+from nsynth_keras.core.config import NUM_CLASSES, TOP_DB
+from nsynth_keras.core.errors import DataError
+from nsynth_keras.data import features
+from nsynth_keras.data.features import AUGMENTATIONS, make_augment
+from nsynth_keras.learn.training import TrainConfig, balanced_class_weight, learning_rate
 
 
 @pytest.fixture
@@ -82,10 +82,10 @@ def test_cosine_schedule_decays_to_zero_over_every_step():
 
 
 def test_the_recording_chain_colours_a_note_and_each_epoch_draws_anew(tiny_nsynth):
-    from nsynth_keras.config import NUM_SAMPLES, SAMPLE_RATE
-    from nsynth_keras.data import DataSpec
-    from nsynth_keras.features import log_mel, make_wave_augment, recording_chain
-    from nsynth_keras.pipeline import split_features
+    from nsynth_keras.core.config import NUM_SAMPLES, SAMPLE_RATE
+    from nsynth_keras.data.datasets import DataSpec
+    from nsynth_keras.data.features import log_mel, make_wave_augment, recording_chain
+    from nsynth_keras.data.pipeline import split_features
 
     t = np.arange(NUM_SAMPLES) / SAMPLE_RATE
     note = tf.constant((0.5 * np.sin(2 * np.pi * 440 * t) * np.exp(-3 * t)).astype(np.float32))

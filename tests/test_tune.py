@@ -8,7 +8,8 @@ import sys
 import keras_tuner as kt
 import pytest
 
-from nsynth_keras import tune, tuning
+from nsynth_keras import tune
+from nsynth_keras.learn import tuning
 from tests.conftest import free_port
 
 TINY = ["--max-examples", "60", "--epochs", "1", "--batch-size", "16"]

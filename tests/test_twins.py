@@ -9,8 +9,8 @@ import os
 import numpy as np
 
 from nsynth_keras import audit
-from nsynth_keras.data import DataSpec
-from nsynth_keras.twins import TWIN_SIMILARITY, NoteVectors, audit_against, nearest, note_vectors, training_vectors
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.twins import TWIN_SIMILARITY, NoteVectors, audit_against, nearest, note_vectors, training_vectors
 
 
 def vectors(pitches, rows) -> NoteVectors:

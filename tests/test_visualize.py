@@ -2,8 +2,10 @@ import os
 
 import numpy as np
 
-from nsynth_keras import plots, visualize
-from nsynth_keras.data import DataSpec, Filters
+from nsynth_keras import visualize
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.notes import Filters
+from nsynth_keras.reports import plots
 
 
 def test_top_activating_picks_the_notes_with_the_highest_peaks():

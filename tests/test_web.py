@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from nsynth_keras import tflite_check, web
-from nsynth_keras.errors import RunError
-from nsynth_keras.tflite import export_run
-from nsynth_keras.webpage import (
+from nsynth_keras.core.errors import RunError
+from nsynth_keras.deploy.tflite import export_run
+from nsynth_keras.deploy.webpage import (
     MEDIAPIPE_JS,
     WEB_DIR,
     check_page_files,
@@ -146,7 +146,7 @@ def test_the_web_command_says_what_is_missing(trained_run, tmp_path, capsys):
 
 
 def test_model_info_reports_a_model_without_metadata(tmp_path):
-    from nsynth_keras.webpage import model_info
+    from nsynth_keras.deploy.webpage import model_info
 
     path = tmp_path / "bare.tflite"
     path.write_bytes(np.zeros(64, np.uint8).tobytes())
@@ -217,7 +217,7 @@ def test_controls_stay_disabled_until_the_model_is_ready(waveform_run, tmp_path)
 
 @browser
 def test_the_microphone_shows_a_level_a_countdown_and_a_family_every_window(waveform_run):
-    from nsynth_keras.webpage import FAKE_MICROPHONE
+    from nsynth_keras.deploy.webpage import FAKE_MICROPHONE
 
     with serve(waveform_model(waveform_run)) as url, headless_page(url, extra_args=FAKE_MICROPHONE) as page:
         wait_until_ready(page)

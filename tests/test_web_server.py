@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from nsynth_keras import web
-from nsynth_keras.model import build_baseline
-from nsynth_keras.tflite import write_tflite
-from nsynth_keras.webpage import MEDIAPIPE_JS, REQUEST_TIMEOUT_S, serve
+from nsynth_keras.deploy.tflite import write_tflite
+from nsynth_keras.deploy.webpage import MEDIAPIPE_JS, REQUEST_TIMEOUT_S, serve
+from nsynth_keras.models.cnn import build_baseline
 
 
 @pytest.fixture

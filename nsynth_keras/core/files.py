@@ -11,8 +11,11 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
-from nsynth_keras.config import FAMILIES
-from nsynth_keras.errors import RunError
+from nsynth_keras.core.config import FAMILIES
+from nsynth_keras.core.errors import RunError
+
+# The repository checkout: the page (web/) and the shipped model (saved_models/pretrained) live beside the package.
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def first_line(err: BaseException, limit: int = 200) -> str:

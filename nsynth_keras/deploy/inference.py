@@ -10,7 +10,9 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from nsynth_keras.audio import (
+from nsynth_keras.core.config import FAMILIES, INPUT_SHAPE, NUM_CLASSES, NUM_SAMPLES, SAMPLE_RATE
+from nsynth_keras.core.files import first_line
+from nsynth_keras.data.audio import (
     AUDIO_EXTENSIONS,
     AudioError,
     Clip,
@@ -19,10 +21,8 @@ from nsynth_keras.audio import (
     read_wav,
     recording_windows,
 )
-from nsynth_keras.config import FAMILIES, INPUT_SHAPE, NUM_CLASSES, NUM_SAMPLES, SAMPLE_RATE
-from nsynth_keras.features import log_mel
-from nsynth_keras.files import first_line
-from nsynth_keras.runs import RunError, find_model, is_saved_model, load_keras, run_frontend
+from nsynth_keras.data.features import log_mel
+from nsynth_keras.models.runs import RunError, find_model, is_saved_model, load_keras, run_frontend
 
 SAVED_MODEL_WARNING = ("a SavedModel folder is a TensorFlow graph: loading it runs its ops, which can read and write "
                        "files, so load only SavedModels you trust")

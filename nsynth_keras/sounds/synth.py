@@ -1,10 +1,11 @@
 """A procedural synthesizer of NSynth-style *synthetic* instruments, in numpy and scipy.
 
 NSynth's synthetic instruments are synthesizer presets (subtractive, FM, wavetable, physical models).
-Here a preset is a recipe (``KINDS``: detuned-saw lead, FM electric piano, drawbar organ, Karplus-Strong
-pluck, modal bell, formant voice, ...) plus parameters drawn from a seeded generator, so every seed gives
-new instruments and the same seed the same bytes. A note is played like NSynth: held 3 s, released over
-1 s, 16 kHz mono; velocity sets the brightness (filter cutoff, FM index, pluck hardness).
+Here a preset is a recipe (a kind in ``VOICES``, one function each: detuned-saw lead, FM electric piano,
+drawbar organ, Karplus-Strong pluck, modal bell, formant voice, ...) plus parameters drawn from a seeded
+generator, so every seed gives new instruments and the same seed the same bytes. A note is played like
+NSynth: held 3 s, released over 1 s, 16 kHz mono; velocity sets the brightness (filter cutoff, FM index,
+pluck hardness).
 
     preset = make_preset("synth_lead", 3, seed=0)
     wave = render_note(preset, pitch=64, velocity=100)   # float32 [64000]
@@ -13,32 +14,36 @@ new instruments and the same seed the same bytes. A note is played like NSynth: 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.signal import fftconvolve, lfilter, lfilter_zi
 
-from nsynth_keras.config import FAMILIES, NUM_SAMPLES, SAMPLE_RATE
+from nsynth_keras.core.config import FAMILIES, HOLD_SECONDS, NUM_SAMPLES, SAMPLE_RATE
 
 SR = SAMPLE_RATE
-HOLD = 3 * SR  # samples held before the release, as NSynth
+HOLD = HOLD_SECONDS * SR  # samples held before the release
 T = np.arange(NUM_SAMPLES) / SR
 BLOCK = 256  # time-varying filters change their coefficients every BLOCK samples
 
-# family -> (preset kinds a synth player would recognise, MIDI pitch range)
-KINDS: dict[str, tuple[tuple[str, ...], tuple[int, int]]] = {
-    "bass": (("acid_bass", "sub_bass", "fm_bass", "pluck_bass"), (24, 60)),
-    "brass": (("saw_brass", "fm_brass"), (40, 84)),
-    "flute": (("breathy_flute", "pan_flute"), (55, 96)),
-    "guitar": (("pluck_guitar", "drive_guitar"), (40, 84)),
-    "keyboard": (("fm_epiano", "additive_piano", "clav"), (28, 96)),
-    "mallet": (("modal_bell", "fm_bell", "marimba"), (53, 108)),
-    "organ": (("drawbar_organ", "combo_organ"), (28, 96)),
-    "reed": (("pulse_reed", "square_reed"), (40, 90)),
-    "string": (("saw_ensemble", "pwm_pad"), (28, 96)),
-    "synth_lead": (("saw_lead", "square_lead", "sync_lead", "fm_lead"), (36, 96)),
-    "vocal": (("formant_voice", "choir"), (45, 84)),
-}
+# A kind's sound: (params, f0, brightness, rng) -> (raw sound before the amplitude envelope, decays by itself)
+Voice = Callable[[dict, float, float, np.random.Generator], tuple[np.ndarray, bool]]
+# family -> {kind: voice}, filled by @voice_of below: the kinds a synth player would recognise as the family.
+VOICES: dict[str, dict[str, Voice]] = {family: {} for family in FAMILIES}
+# Each family's MIDI pitch range, in FAMILIES order (bass ... vocal).
+PITCH_RANGES = dict(zip(FAMILIES, ((24, 60), (40, 84), (55, 96), (40, 84), (28, 96), (53, 108), (28, 96), (40, 90),
+                                   (28, 96), (36, 96), (45, 84)), strict=True))
+
+
+def voice_of(family: str) -> Callable[[Voice], Voice]:
+    """Register a kind (named by its function) as one of a family's presets."""
+    def register(fn: Voice) -> Voice:
+        VOICES[family][fn.__name__] = fn
+        return fn
+    return register
+
+
 VOWELS = {  # formant frequencies (Hz) and bandwidths of sung vowels
     "a": ((800, 1150, 2900), (80, 90, 120)),
     "e": ((400, 1600, 2700), (60, 80, 120)),
@@ -65,7 +70,7 @@ class Preset:
 
     @property
     def pitch_range(self) -> tuple[int, int]:
-        return KINDS[self.family][1]
+        return PITCH_RANGES[self.family]
 
 
 def _rng(*parts) -> np.random.Generator:
@@ -75,9 +80,9 @@ def _rng(*parts) -> np.random.Generator:
 
 def make_preset(family: str, index: int, seed: int = 0) -> Preset:
     """Preset ``index`` of a family: its kind cycles through the family's kinds, its parameters are drawn."""
-    if family not in KINDS:
+    if family not in VOICES:
         raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
-    kinds = KINDS[family][0]
+    kinds = tuple(VOICES[family])
     kind = kinds[index % len(kinds)]
     r = _rng("preset", seed, family, index)
     p = {
@@ -246,108 +251,235 @@ def _filter_env(f0: float, p: dict, bright: float, attack: float = 0.0) -> np.nd
     return f0 * (p["cutoff"] * (0.4 + 0.6 * bright) + p["env_amount"] * bright * env)
 
 
-def voice(preset: Preset, f0: float, bright: float, r: np.random.Generator) -> tuple[np.ndarray, bool]:
-    """The raw sound of one note (before the amplitude envelope) and whether it decays by itself."""
-    p, k = preset.params, preset.kind
-    if k in ("saw_lead", "acid_bass", "saw_brass"):
-        f = frequency(f0, p, glide=0.01 if k == "saw_brass" else 0.0)
-        x = _detuned_saws(f, p, r, 1 if k == "acid_bass" else None)
-        x = lowpass(x, _filter_env(f0, p, bright, 0.05 if k == "saw_brass" else 0.0), p["resonance"])
-        return drive(x, p["drive"] if k != "saw_brass" else 0.0), False
-    if k in ("square_lead", "pulse_reed", "square_reed"):
-        f = frequency(f0, p)
-        width = 0.5 if k == "square_reed" else p["pulse_width"]
-        x = pulse(f, width, r.uniform())
-        if k == "square_lead":
-            x = lowpass(x, _filter_env(f0, p, bright), p["resonance"])
-            return drive(x, p["drive"]), False
-        breath = bandpass(r.standard_normal(NUM_SAMPLES), f0 * 2, 300)
-        return lowpass(x, f0 * (2 + 6 * bright), 0.9) + p["breath"] * 0.3 * breath, False
-    if k == "sync_lead":
-        f = frequency(f0, p)
-        slave = f * (1.5 + 2.5 * bright * np.exp(-T / p["filter_decay"]) + 0.5)
-        ph_master = phase(f)
-        ph = np.cumsum(slave / SR)
-        reset = np.maximum.accumulate(np.where(np.diff(ph_master, prepend=1.0) < 0, ph, 0.0))
-        x = 2 * ((ph - reset) % 1.0) - 1
-        return drive(lowpass(x, f0 * 12, 0.8), p["drive"]), False
-    if k in ("fm_lead", "fm_bass", "fm_brass", "fm_epiano", "fm_bell"):
-        f = frequency(f0, p)
-        ratio = {"fm_bell": 3.5, "fm_epiano": p["fm_ratio"] if p["fm_ratio"] in (1.0, 14.0) else 1.0}.get(
-            k, p["fm_ratio"] if p["fm_ratio"] <= 3 else 1.0)
-        index = p["fm_index"] * (0.3 + 0.7 * bright)
-        decays = k in ("fm_epiano", "fm_bell", "fm_bass")
-        idx_env = index * (np.exp(-T / p["fm_decay"]) if decays else (1 - 0.5 * np.exp(-T / 0.1)) if k == "fm_brass"
-                           else np.ones_like(T))
-        x = np.sin(2 * np.pi * phase(f) + idx_env * sine(f * ratio))
-        return x, k in ("fm_epiano", "fm_bell")
-    if k == "sub_bass":
-        f = frequency(f0, p)
-        return sine(f) + 0.3 * bright * lowpass(pulse(f, 0.5), f0 * 4), False
-    if k in ("pluck_bass", "pluck_guitar", "drive_guitar"):
-        burst = int(SR / f0 * 2)
-        exc = np.zeros(NUM_SAMPLES)
-        exc[:burst] = lowpass(r.uniform(-1, 1, burst), 1500 + 6000 * bright)[:burst]
-        x = karplus_strong(f0, exc, p["damping"] if k != "pluck_bass" else min(p["damping"], 0.997), bright)
-        x = x + 0.3 * bandpass(x, p["body"], 80)
-        return (drive(x * 3, 2 + p["drive"]) if k == "drive_guitar" else x), k != "drive_guitar"
-    if k == "additive_piano":
-        x = np.zeros(NUM_SAMPLES)
-        inharm = 1e-4 * r.uniform(0.5, 3)
-        for h in range(1, int(min(40, 0.45 * SR / f0)) + 1):
-            fh = f0 * h * np.sqrt(1 + inharm * h * h)
-            if fh >= 0.45 * SR:
-                break
-            x += (bright**(h / 6)) / h * np.exp(-T * (0.6 + 0.25 * h)) * np.sin(2 * np.pi * fh * T + r.uniform(0, 6.3))
-        return x, True
-    if k == "clav":
-        x = lowpass(pulse(np.full(NUM_SAMPLES, f0), p["pulse_width"] * 0.5), f0 * (4 + 12 * bright), 2.5)
-        return x * np.exp(-T / (0.3 + p["decay"])), True
-    if k in ("modal_bell", "marimba"):
-        ratios = p["ratios"] if k == "modal_bell" else [1.0, 3.93, 9.2]
-        x = np.zeros(NUM_SAMPLES)
-        for i, ratio in enumerate(ratios):
-            fm = f0 * ratio
-            if fm < 0.45 * SR:
-                tau = (1.5 if k == "modal_bell" else 0.6) / (1 + i) * (440 / f0) ** 0.3
-                x += bright ** (i / 2) / (1 + i) * np.exp(-T / tau) * np.sin(2 * np.pi * fm * T + r.uniform(0, 6.3))
-        return x, True
-    if k in ("drawbar_organ", "combo_organ"):
-        x = np.zeros(NUM_SAMPLES)
-        if k == "drawbar_organ":
-            for level, ratio in zip(p["drawbars"], (0.5, 1.5, 1, 2, 3, 4, 5, 6, 8)):
-                if f0 * ratio < 0.45 * SR:
-                    x += level * np.sin(2 * np.pi * f0 * ratio * T + r.uniform(0, 6.3))
-            x += 0.05 * bright * np.exp(-T / 0.005) * r.standard_normal(NUM_SAMPLES)  # key click
-        else:
-            x = lowpass(pulse(np.full(NUM_SAMPLES, f0), 0.5) + 0.5 * pulse(np.full(NUM_SAMPLES, 2 * f0), 0.3),
-                        f0 * (3 + 8 * bright))
-        if p["rotary"]:
-            rot = np.sin(2 * np.pi * r.uniform(5.5, 7) * T)
-            x = x * (1 + 0.25 * rot)
-        return x, False
-    if k == "breathy_flute" or k == "pan_flute":
-        f = frequency(f0, p)
-        tone = sine(f) + 0.15 * bright * sine(2 * f) + 0.05 * sine(3 * f)
-        noise = bandpass(r.standard_normal(NUM_SAMPLES), f0, f0 * 0.3) * p["breath"] * (4 if k == "pan_flute" else 2)
-        return tone + noise, False
-    if k in ("saw_ensemble", "pwm_pad"):
-        f = frequency(f0, p)
-        if k == "saw_ensemble":
-            x = _detuned_saws(f, p, r)
-        else:
-            x = sum(pulse(f * (1 + s), 0.5 + 0.4 * np.sin(2 * np.pi * r.uniform(0.2, 1.0) * T + r.uniform(0, 6.3)),
-                          r.uniform()) for s in (-p["detune"], 0, p["detune"])) / np.sqrt(3)
-        return lowpass(x, f0 * (2 + 10 * bright), 0.8), False
-    if k in ("formant_voice", "choir"):
-        f = frequency(f0, {**p, "vibrato_depth": max(p["vibrato_depth"], 0.003)})
-        src = sum(saw(f * (1 + s), r.uniform()) for s in ((0,) if k == "formant_voice" else (-0.006, 0, 0.007)))
-        src = src + p["breath"] * r.standard_normal(NUM_SAMPLES)
-        freqs, bws = VOWELS[p["vowel"]]
-        shift = r.uniform(0.9, 1.15)
-        x = sum(bandpass(src, fc * shift, bw) * g for fc, bw, g in zip(freqs, bws, (1.0, 0.6 * bright + 0.2, 0.3)))
-        return x, False
-    raise ValueError(f"unknown preset kind {k!r}")
+# --------------------------------------------------------------------------- the kinds, one function each
+# A kind is registered with its family; a family's presets cycle through its kinds in the order written here.
+
+
+def _saw_voice(p: dict, f0: float, bright: float, r: np.random.Generator, *, glide: float = 0.0,
+               voices: int | None = None, filter_attack: float = 0.0, drive_amount: float | None = None) -> np.ndarray:
+    x = _detuned_saws(frequency(f0, p, glide=glide), p, r, voices)
+    x = lowpass(x, _filter_env(f0, p, bright, filter_attack), p["resonance"])
+    return drive(x, p["drive"] if drive_amount is None else drive_amount)
+
+
+def _fm(kind: str, p: dict, f0: float, bright: float) -> np.ndarray:
+    f = frequency(f0, p)
+    ratio = {"fm_bell": 3.5, "fm_epiano": p["fm_ratio"] if p["fm_ratio"] in (1.0, 14.0) else 1.0}.get(
+        kind, p["fm_ratio"] if p["fm_ratio"] <= 3 else 1.0)
+    index = p["fm_index"] * (0.3 + 0.7 * bright)
+    decays = kind in ("fm_epiano", "fm_bell", "fm_bass")
+    idx_env = index * (np.exp(-T / p["fm_decay"]) if decays else (1 - 0.5 * np.exp(-T / 0.1)) if kind == "fm_brass"
+                       else np.ones_like(T))
+    return np.sin(2 * np.pi * phase(f) + idx_env * sine(f * ratio))
+
+
+def _pluck(p: dict, f0: float, bright: float, r: np.random.Generator, damping: float) -> np.ndarray:
+    burst = int(SR / f0 * 2)
+    exc = np.zeros(NUM_SAMPLES)
+    exc[:burst] = lowpass(r.uniform(-1, 1, burst), 1500 + 6000 * bright)[:burst]
+    x = karplus_strong(f0, exc, damping, bright)
+    return x + 0.3 * bandpass(x, p["body"], 80)
+
+
+def _reed(p: dict, f0: float, bright: float, r: np.random.Generator, width: float) -> np.ndarray:
+    x = pulse(frequency(f0, p), width, r.uniform())
+    breath = bandpass(r.standard_normal(NUM_SAMPLES), f0 * 2, 300)
+    return lowpass(x, f0 * (2 + 6 * bright), 0.9) + p["breath"] * 0.3 * breath
+
+
+def _modes(f0: float, bright: float, r: np.random.Generator, ratios, tau: float) -> np.ndarray:
+    x = np.zeros(NUM_SAMPLES)
+    for i, ratio in enumerate(ratios):
+        fm = f0 * ratio
+        if fm < 0.45 * SR:
+            x += (bright ** (i / 2) / (1 + i) * np.exp(-T / (tau / (1 + i) * (440 / f0) ** 0.3))
+                  * np.sin(2 * np.pi * fm * T + r.uniform(0, 6.3)))
+    return x
+
+
+def _rotary(x: np.ndarray, p: dict, r: np.random.Generator) -> np.ndarray:
+    return x * (1 + 0.25 * np.sin(2 * np.pi * r.uniform(5.5, 7) * T)) if p["rotary"] else x
+
+
+def _flute(p: dict, f0: float, bright: float, r: np.random.Generator, breath_gain: float) -> np.ndarray:
+    f = frequency(f0, p)
+    tone = sine(f) + 0.15 * bright * sine(2 * f) + 0.05 * sine(3 * f)
+    return tone + bandpass(r.standard_normal(NUM_SAMPLES), f0, f0 * 0.3) * p["breath"] * breath_gain
+
+
+def _formant(p: dict, f0: float, bright: float, r: np.random.Generator, detunes: tuple[float, ...]) -> np.ndarray:
+    f = frequency(f0, {**p, "vibrato_depth": max(p["vibrato_depth"], 0.003)})
+    src = sum(saw(f * (1 + s), r.uniform()) for s in detunes)
+    src = src + p["breath"] * r.standard_normal(NUM_SAMPLES)
+    freqs, bws = VOWELS[p["vowel"]]
+    shift = r.uniform(0.9, 1.15)
+    return sum(bandpass(src, fc * shift, bw) * g for fc, bw, g in zip(freqs, bws, (1.0, 0.6 * bright + 0.2, 0.3)))
+
+
+@voice_of("bass")
+def acid_bass(p, f0, bright, r):
+    return _saw_voice(p, f0, bright, r, voices=1), False
+
+
+@voice_of("bass")
+def sub_bass(p, f0, bright, r):
+    f = frequency(f0, p)
+    return sine(f) + 0.3 * bright * lowpass(pulse(f, 0.5), f0 * 4), False
+
+
+@voice_of("bass")
+def fm_bass(p, f0, bright, r):
+    return _fm("fm_bass", p, f0, bright), False
+
+
+@voice_of("bass")
+def pluck_bass(p, f0, bright, r):
+    return _pluck(p, f0, bright, r, min(p["damping"], 0.997)), True
+
+
+@voice_of("brass")
+def saw_brass(p, f0, bright, r):
+    return _saw_voice(p, f0, bright, r, glide=0.01, filter_attack=0.05, drive_amount=0.0), False
+
+
+@voice_of("brass")
+def fm_brass(p, f0, bright, r):
+    return _fm("fm_brass", p, f0, bright), False
+
+
+@voice_of("flute")
+def breathy_flute(p, f0, bright, r):
+    return _flute(p, f0, bright, r, 2), False
+
+
+@voice_of("flute")
+def pan_flute(p, f0, bright, r):
+    return _flute(p, f0, bright, r, 4), False
+
+
+@voice_of("guitar")
+def pluck_guitar(p, f0, bright, r):
+    return _pluck(p, f0, bright, r, p["damping"]), True
+
+
+@voice_of("guitar")
+def drive_guitar(p, f0, bright, r):
+    return drive(_pluck(p, f0, bright, r, p["damping"]) * 3, 2 + p["drive"]), False
+
+
+@voice_of("keyboard")
+def fm_epiano(p, f0, bright, r):
+    return _fm("fm_epiano", p, f0, bright), True
+
+
+@voice_of("keyboard")
+def additive_piano(p, f0, bright, r):
+    x = np.zeros(NUM_SAMPLES)
+    inharm = 1e-4 * r.uniform(0.5, 3)
+    for h in range(1, int(min(40, 0.45 * SR / f0)) + 1):
+        fh = f0 * h * np.sqrt(1 + inharm * h * h)
+        if fh >= 0.45 * SR:
+            break
+        x += (bright**(h / 6)) / h * np.exp(-T * (0.6 + 0.25 * h)) * np.sin(2 * np.pi * fh * T + r.uniform(0, 6.3))
+    return x, True
+
+
+@voice_of("keyboard")
+def clav(p, f0, bright, r):
+    x = lowpass(pulse(np.full(NUM_SAMPLES, f0), p["pulse_width"] * 0.5), f0 * (4 + 12 * bright), 2.5)
+    return x * np.exp(-T / (0.3 + p["decay"])), True
+
+
+@voice_of("mallet")
+def modal_bell(p, f0, bright, r):
+    return _modes(f0, bright, r, p["ratios"], 1.5), True
+
+
+@voice_of("mallet")
+def fm_bell(p, f0, bright, r):
+    return _fm("fm_bell", p, f0, bright), True
+
+
+@voice_of("mallet")
+def marimba(p, f0, bright, r):
+    return _modes(f0, bright, r, [1.0, 3.93, 9.2], 0.6), True
+
+
+@voice_of("organ")
+def drawbar_organ(p, f0, bright, r):
+    x = np.zeros(NUM_SAMPLES)
+    for level, ratio in zip(p["drawbars"], (0.5, 1.5, 1, 2, 3, 4, 5, 6, 8)):
+        if f0 * ratio < 0.45 * SR:
+            x += level * np.sin(2 * np.pi * f0 * ratio * T + r.uniform(0, 6.3))
+    x += 0.05 * bright * np.exp(-T / 0.005) * r.standard_normal(NUM_SAMPLES)  # key click
+    return _rotary(x, p, r), False
+
+
+@voice_of("organ")
+def combo_organ(p, f0, bright, r):
+    x = lowpass(pulse(np.full(NUM_SAMPLES, f0), 0.5) + 0.5 * pulse(np.full(NUM_SAMPLES, 2 * f0), 0.3),
+                f0 * (3 + 8 * bright))
+    return _rotary(x, p, r), False
+
+
+@voice_of("reed")
+def pulse_reed(p, f0, bright, r):
+    return _reed(p, f0, bright, r, p["pulse_width"]), False
+
+
+@voice_of("reed")
+def square_reed(p, f0, bright, r):
+    return _reed(p, f0, bright, r, 0.5), False
+
+
+@voice_of("string")
+def saw_ensemble(p, f0, bright, r):
+    return lowpass(_detuned_saws(frequency(f0, p), p, r), f0 * (2 + 10 * bright), 0.8), False
+
+
+@voice_of("string")
+def pwm_pad(p, f0, bright, r):
+    f = frequency(f0, p)
+    x = sum(pulse(f * (1 + s), 0.5 + 0.4 * np.sin(2 * np.pi * r.uniform(0.2, 1.0) * T + r.uniform(0, 6.3)),
+                  r.uniform()) for s in (-p["detune"], 0, p["detune"])) / np.sqrt(3)
+    return lowpass(x, f0 * (2 + 10 * bright), 0.8), False
+
+
+@voice_of("synth_lead")
+def saw_lead(p, f0, bright, r):
+    return _saw_voice(p, f0, bright, r), False
+
+
+@voice_of("synth_lead")
+def square_lead(p, f0, bright, r):
+    x = pulse(frequency(f0, p), p["pulse_width"], r.uniform())
+    return drive(lowpass(x, _filter_env(f0, p, bright), p["resonance"]), p["drive"]), False
+
+
+@voice_of("synth_lead")
+def sync_lead(p, f0, bright, r):
+    f = frequency(f0, p)
+    slave = f * (1.5 + 2.5 * bright * np.exp(-T / p["filter_decay"]) + 0.5)
+    ph_master = phase(f)
+    ph = np.cumsum(slave / SR)
+    reset = np.maximum.accumulate(np.where(np.diff(ph_master, prepend=1.0) < 0, ph, 0.0))
+    x = 2 * ((ph - reset) % 1.0) - 1
+    return drive(lowpass(x, f0 * 12, 0.8), p["drive"]), False
+
+
+@voice_of("synth_lead")
+def fm_lead(p, f0, bright, r):
+    return _fm("fm_lead", p, f0, bright), False
+
+
+@voice_of("vocal")
+def formant_voice(p, f0, bright, r):
+    return _formant(p, f0, bright, r, (0,)), False
+
+
+@voice_of("vocal")
+def choir(p, f0, bright, r):
+    return _formant(p, f0, bright, r, (-0.006, 0, 0.007)), False
 
 
 def render_note(preset: Preset, pitch: int, velocity: int) -> np.ndarray:
@@ -358,7 +490,7 @@ def render_note(preset: Preset, pitch: int, velocity: int) -> np.ndarray:
     r = _rng("note", preset.seed, preset.family, preset.index, pitch, velocity)
     f0 = 440.0 * 2 ** ((pitch - 69) / 12)
     bright = (velocity / 127) ** 0.7 * p["brightness"] + (1 - p["brightness"]) * 0.3
-    x, decays = voice(preset, f0, bright, r)
+    x, decays = VOICES[preset.family][preset.kind](p, f0, bright, r)
     if decays:  # percussive sounds decay by themselves; the release only damps what is left
         env = envelope(0.001, 10.0, 1.0, p["release"])
     else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nsynth_keras.config import FAMILIES, NUM_CLASSES
+from nsynth_keras.core.config import FAMILIES, NUM_CLASSES
 
 LAST = 3  # epochs that count as "the end" of a run
 RISE = 0.01  # accuracy change that counts as rising (or falling) over the last epochs

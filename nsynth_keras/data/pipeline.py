@@ -10,8 +10,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from nsynth_keras.data import SHUFFLE_BUFFER, DataSpec, SplitData, make_dataset
-from nsynth_keras.features import DEFAULT_FRONTEND, FRONTEND, Frontend, log_mel
+from nsynth_keras.data.datasets import SHUFFLE_BUFFER, DataSpec, SplitData, make_dataset
+from nsynth_keras.data.features import DEFAULT_FRONTEND, FRONTEND, Frontend, log_mel
 
 
 def cache_key(spec: DataSpec, split: str, shard: tuple[int, int] | None = None, part: str = "all",

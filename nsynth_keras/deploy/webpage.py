@@ -19,11 +19,12 @@ import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from nsynth_keras.errors import RunError
-from nsynth_keras.runs import RunFolder
-from nsynth_keras.tflite import read_labels, read_metadata
+from nsynth_keras.core.errors import RunError
+from nsynth_keras.core.files import REPO_DIR
+from nsynth_keras.deploy.tflite import read_labels, read_metadata
+from nsynth_keras.models.runs import RunFolder
 
-WEB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
+WEB_DIR = os.path.join(REPO_DIR, "web")
 MEDIAPIPE_JS = os.path.join("node_modules", "@mediapipe", "tasks-audio")
 WAVEFORM = RunFolder.tflite_file("waveform")
 SETUP = ("the browser parts are an extra: apt-get install chromium; npm ci --prefix web; "
@@ -229,7 +230,7 @@ def waveform_model(run: str) -> str:
     if not os.path.isfile(path):
         raise RunError(f"{run}: no {WAVEFORM}; run python -m nsynth_keras.export {run} first (the browser runs the "
                        "model with the log-mel frontend inside)")
-    from nsynth_keras.inference import TFLiteClassifier  # loads LiteRT: only when a model is checked
+    from nsynth_keras.deploy.inference import TFLiteClassifier  # loads LiteRT: only when a model is checked
 
     if not TFLiteClassifier(path).takes_waveform:
         folder = os.path.dirname(os.path.abspath(path))

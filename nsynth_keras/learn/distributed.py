@@ -16,9 +16,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nsynth_keras.config import NUM_CLASSES
-from nsynth_keras.files import append_history, read_history
-from nsynth_keras.runs import DivergedError, RunFolder
+from nsynth_keras.core.config import NUM_CLASSES
+from nsynth_keras.core.files import append_history, read_history
+from nsynth_keras.models.runs import DivergedError, RunFolder
 
 
 def _metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -23,12 +23,12 @@ from mediapipe.tasks.python.metadata import metadata
 from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, metadata_writer
 
 from nsynth_keras import __version__
-from nsynth_keras.config import F_MAX, F_MIN, FAMILIES, N_FRAMES, N_MELS, NUM_SAMPLES, SAMPLE_RATE
-from nsynth_keras.data import DataSpec
-from nsynth_keras.features import DEFAULT_FRONTEND, Frontend, LogMel
-from nsynth_keras.files import atomic_path, first_line, write_bytes, write_labels
-from nsynth_keras.pipeline import split_features
-from nsynth_keras.runs import RunError, RunFolder, find_model, load_keras, run_frontend
+from nsynth_keras.core.config import F_MAX, F_MIN, FAMILIES, N_FRAMES, N_MELS, NUM_SAMPLES, SAMPLE_RATE
+from nsynth_keras.core.files import atomic_path, first_line, write_bytes, write_labels
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.features import DEFAULT_FRONTEND, Frontend, LogMel
+from nsynth_keras.data.pipeline import split_features
+from nsynth_keras.models.runs import RunError, RunFolder, find_model, load_keras, run_frontend
 
 REPRESENTATIVE_NOTES = 200
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp: the same model gives the same bytes

@@ -3,6 +3,7 @@
 SAMPLE_RATE = 16_000
 CLIP_SECONDS = 4
 NUM_SAMPLES = SAMPLE_RATE * CLIP_SECONDS  # 64,000 samples per NSynth note
+HOLD_SECONDS = 3  # NSynth plays each note held 3 s, then released for the last second
 
 # Log-mel frontend. tfio.audio.spectrogram pads the end, so it yields
 # ceil(NUM_SAMPLES / HOP_LENGTH) = 64 frames: 64x64 with no image resize.

@@ -1,4 +1,4 @@
-"""NSynth sources -> a tf.data.Dataset of notes.
+"""NSynth sources -> a tf.data.Dataset of notes (the one entry point: ``make_dataset(spec, split)``).
 
 Every source yields the same element, a dict of
 ``audio`` float32 [64000], ``family`` int32, ``source`` int32, ``pitch`` int32,
@@ -7,23 +7,20 @@ Every source yields the same element, a dict of
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import logging
 import os
-import re
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 
-from nsynth_keras.audio import AudioError, probe_wav, read_wav
-from nsynth_keras.config import DEFAULT_DATA_DIR, FAMILIES, NUM_SAMPLES, SOURCES, SPLITS
-from nsynth_keras.errors import DataError
-from nsynth_keras.settings import from_dict, setting
+from nsynth_keras.core.config import DEFAULT_DATA_DIR, NUM_SAMPLES, SOURCES, SPLITS
+from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.settings import from_dict, setting
+from nsynth_keras.data.audio import read_wav
+from nsynth_keras.data.leakage import without_overlap
+from nsynth_keras.data.notes import DATA, EXTRA, Filters, NoteTable, read_examples
 
 log = logging.getLogger(__name__)
 
@@ -32,226 +29,6 @@ SHUFFLE_BUFFER = 10_000
 # --source NAME -> NoteSource (filled at the end of this module). Adding a source: a function
 # (spec, split, shuffle, seed, shard, part) -> SplitData and an entry in NOTE_SOURCES.
 NOTE_SOURCES: dict[str, NoteSource] = {}
-
-
-DATA, EXTRA = "data", "extra training data (train split only; never valid or test)"  # flag groups in --help
-
-
-@dataclass
-class Filters:
-    """Which notes to keep; None keeps all."""
-
-    sources: tuple[str, ...] | None = setting(None, "keep only notes of these instrument sources",
-                                              choices=SOURCES, flag="--instrument-source", group=DATA)
-    pitch_min: int | None = setting(None, "lowest MIDI pitch kept", group=DATA)
-    pitch_max: int | None = setting(None, "highest MIDI pitch kept", group=DATA)
-    max_examples: int | None = setting(None, "use at most N notes per split (a seeded sample; for smoke runs)",
-                                       metavar="N", group=DATA, at_least=1)
-
-    def keeps(self, source: int, pitch: int) -> bool:
-        if self.sources is not None and SOURCES[source] not in self.sources:
-            return False
-        if self.pitch_min is not None and pitch < self.pitch_min:
-            return False
-        if self.pitch_max is not None and pitch > self.pitch_max:
-            return False
-        return True
-
-
-@dataclass
-class NoteTable:
-    """The notes of one json/wav split that passed the checks, column by column."""
-
-    split: str
-    path: list[str] = field(default_factory=list)
-    note: list[str] = field(default_factory=list)
-    instrument: list[str] = field(default_factory=list)
-    family: list[int] = field(default_factory=list)
-    source: list[int] = field(default_factory=list)
-    pitch: list[int] = field(default_factory=list)
-    velocity: list[int] = field(default_factory=list)
-    standard: list[bool] = field(default_factory=list)  # decodable by tf.audio.decode_wav as is
-    skipped: list[str] = field(default_factory=list)  # "path: problem" for each bad note
-
-    def __len__(self) -> int:
-        return len(self.path)
-
-    COLUMNS = ("path", "note", "instrument", "family", "source", "pitch", "velocity", "standard")
-
-    def subset(self, indices) -> NoteTable:
-        part = NoteTable(self.split, skipped=self.skipped)
-        for name in self.COLUMNS:
-            column = getattr(self, name)
-            setattr(part, name, [column[i] for i in indices])
-        return part
-
-    @classmethod
-    def concat(cls, tables: list[NoteTable]) -> NoteTable:
-        whole = cls(tables[0].split)
-        for t in tables:
-            for name in (*cls.COLUMNS, "skipped"):
-                getattr(whole, name).extend(getattr(t, name))
-        return whole
-
-    def shard(self, num_shards: int, index: int) -> NoteTable:
-        """Every num_shards-th note from index, after dropping the len % num_shards last notes,
-        so that every worker gets the same number of notes (and of steps per epoch)."""
-        usable = len(self) - len(self) % num_shards
-        return self.subset(range(index, usable, num_shards))
-
-
-# --------------------------------------------------------------------------- json/wav
-
-
-@dataclass(frozen=True)
-class JsonWavLayout:
-    """The official NSynth json/wav release layout, the one place its names are spelled:
-    ``<root>/nsynth-<split>/examples.json`` and ``<root>/nsynth-<split>/audio/<note_str>.wav``."""
-
-    root: str
-
-    EXAMPLES = "examples.json"
-    AUDIO = "audio"
-
-    def split_dir(self, split: str) -> str:
-        return os.path.join(self.root, f"nsynth-{split}")
-
-    def examples(self, split: str) -> str:
-        return os.path.join(self.split_dir(split), self.EXAMPLES)
-
-    def audio_dir(self, split: str) -> str:
-        return os.path.join(self.split_dir(split), self.AUDIO)
-
-    def wav(self, split: str, note: str) -> str:
-        return os.path.join(self.audio_dir(split), f"{note}.wav")
-
-    def has(self, split: str) -> bool:
-        return os.path.isfile(self.examples(split))
-
-
-def read_examples(
-    data_dir: str, split: str, filters: Filters | None = None, *, strict: bool = False, seed: int = 0
-) -> NoteTable:
-    """Read ``nsynth-<split>/examples.json`` and check every listed wav's header.
-
-    A bad entry or wav is skipped with a warning and listed in ``NoteTable.skipped``;
-    with ``strict`` it raises instead. Labels are never changed.
-    """
-    filters = filters or Filters()
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    if not os.path.isdir(data_dir):
-        raise DataError(
-            f"data directory {data_dir} does not exist; pass --data-dir pointing at the folder that "
-            "holds nsynth-train/, nsynth-valid/ and nsynth-test/ (the NSynth json/wav release)"
-        )
-    layout = JsonWavLayout(data_dir)
-    json_path = layout.examples(split)
-    if not os.path.isfile(json_path):
-        raise DataError(f"{json_path} not found: {data_dir} has no json/wav '{split}' split")
-    try:
-        with open(json_path, encoding="utf-8") as f:
-            examples = json.load(f)
-    except (OSError, ValueError) as err:
-        raise DataError(f"{json_path}: not valid JSON ({err})") from None
-    if not isinstance(examples, dict):
-        raise DataError(f"{json_path}: expected an object of note_str -> metadata")
-
-    table = NoteTable(split)
-    candidates = []
-    for key, meta in examples.items():
-        try:
-            row = _parse_entry(key, meta)
-        except KeyError as err:
-            _skip(table, f"{json_path}: entry {key!r}: missing field {err}", strict)
-            continue
-        except (TypeError, ValueError) as err:
-            _skip(table, f"{json_path}: entry {key!r}: {err}", strict)
-            continue
-        if filters.keeps(row["source"], row["pitch"]):
-            row["path"] = layout.wav(split, key)
-            candidates.append(row)
-    if filters.max_examples is not None and filters.max_examples < len(candidates):
-        # A seeded sample (kept in file order) so a smoke run still sees every family.
-        keep = np.sort(np.random.default_rng(seed).choice(len(candidates), filters.max_examples, replace=False))
-        candidates = [candidates[i] for i in keep]
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        infos = list(pool.map(_check_wav, [row["path"] for row in candidates]))
-    for row, info in zip(candidates, infos):
-        if isinstance(info, AudioError):
-            _skip(table, str(info), strict)
-            continue
-        for name in ("path", "note", "instrument", "family", "source", "pitch", "velocity"):
-            getattr(table, name).append(row[name])
-        table.standard.append(info)
-    if not len(table):
-        raise DataError(f"no usable notes in {json_path} with the filters given")
-    return table
-
-
-NOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _label(meta: dict, field: str, names: tuple[str, ...]) -> int:
-    """An integer label in range that agrees with its ``<field>_str`` when both are given."""
-    value = meta[field]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{field} {value!r} is not an integer")
-    if not 0 <= value < len(names):
-        raise ValueError(f"{field} {value} is not 0..{len(names) - 1}")
-    name = meta.get(f"{field}_str")
-    if name is not None and name != names[value]:
-        raise ValueError(f"{field} {value} ({names[value]}) contradicts {field}_str {name!r}")
-    return value
-
-
-def _integer(meta: dict, field: str, default: int | None = None) -> int:
-    value = meta.get(field, default) if default is not None else meta[field]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{field} {value!r} is not an integer")
-    return value
-
-
-def _midi(meta: dict, field: str, default: int | None = None) -> int:
-    value = _integer(meta, field, default)
-    if not 0 <= value <= 127:
-        raise ValueError(f"{field} {value} is not a MIDI value 0..127")
-    return value
-
-
-def _parse_entry(key: str, meta: dict) -> dict:
-    # The key names the wav file: a plain name, never a path out of the audio folder.
-    if not isinstance(key, str) or not NOTE_NAME.match(key) or ".." in key:
-        raise ValueError("the note name is not a plain file name (letters, digits, '_', '-', '.'; no '/' or '..')")
-    if not isinstance(meta, dict):
-        raise TypeError("metadata is not an object")
-    return {
-        "note": str(meta.get("note_str", key)),
-        "instrument": str(meta.get("instrument_str", key.rsplit("-", 2)[0])),
-        "family": _label(meta, "instrument_family", FAMILIES),
-        "source": _label(meta, "instrument_source", SOURCES),
-        "pitch": _midi(meta, "pitch"),
-        "velocity": _midi(meta, "velocity", 0),
-    }
-
-
-def _check_wav(path: str) -> bool | AudioError:
-    """True: TF decodes it as is; False: needs the slow path; or the error."""
-    try:
-        info = probe_wav(path)
-        if not info.standard:
-            read_wav(path)  # non-standard files are rare: check the samples too (NaN, inf)
-        return info.standard
-    except AudioError as err:
-        return err
-
-
-def _skip(table: NoteTable, message: str, strict: bool) -> None:
-    if strict:
-        raise DataError(message + " (--strict: stopping; drop --strict to skip bad notes)")
-    log.warning("skipping %s", message)
-    table.skipped.append(message)
 
 
 def table_dataset(table: NoteTable, *, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
@@ -581,70 +358,3 @@ def extra_tables(spec: DataSpec, num_real: int, seed: int = 0) -> dict[str, Note
         d, i = rows[k]
         keep[d].append(i)
     return {d: tables[d].subset(idx) for d, idx in keep.items()}
-
-
-# --------------------------------------------------------------------------- leakage
-
-
-def file_digest(path: str) -> str:
-    """A file's content hash, computed once per process for a file left unchanged (by size and mtime)."""
-    st = os.stat(path)
-    return _digest(path, st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=1_000_000)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    with open(path, "rb") as f:
-        return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
-
-
-def held_out_keys(spec: DataSpec) -> tuple[set[str], set[str], dict[str, str]]:
-    """Note names, instrument names and audio digests of the valid and test splits (every listed note)."""
-    notes, instruments, digests = set(), set(), {}
-    for split in ("valid", "test"):
-        if not JsonWavLayout(spec.data_dir).has(split):
-            continue
-        table = read_examples(spec.data_dir, split)
-        notes.update(table.note)
-        instruments.update(table.instrument)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            digests.update(zip(pool.map(file_digest, table.path), (f"{split} note {n}" for n in table.note)))
-    return notes, instruments, digests
-
-
-def without_overlap(spec: DataSpec, tables: dict[str, NoteTable],
-                    what: str = "extra training notes") -> tuple[dict[str, NoteTable], list[str]]:
-    """Check extra notes (for training, or for choosing the best epoch) against valid and test by note name,
-    instrument name and audio bytes: every folder a run reads besides the data dir passes this one check.
-
-    Any overlap is refused (it would score the model on notes it trained on), or with
-    ``spec.drop_overlap`` those notes are dropped and listed."""
-    notes, instruments, digests = held_out_keys(spec)
-    dropped: list[str] = []
-    kept: dict[str, NoteTable] = {}
-    for folder, table in tables.items():
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            own = list(pool.map(file_digest, table.path))
-        keep = []
-        for i, (note, instrument, digest) in enumerate(zip(table.note, table.instrument, own)):
-            why = ("its note name is in valid/test" if note in notes
-                   else f"its instrument {instrument} is in valid/test" if instrument in instruments
-                   else f"its audio is identical to {digests[digest]}" if digest in digests else None)
-            if why is None:
-                keep.append(i)
-            else:
-                dropped.append(f"{table.path[i]}: {why}")
-        kept[folder] = table.subset(keep)
-    if dropped and not spec.drop_overlap:
-        shown = "; ".join(dropped[:3]) + (f"; and {len(dropped) - 3} more" if len(dropped) > 3 else "")
-        use = "training on them" if what == "extra training notes" else "choosing the best epoch on them"
-        raise DataError(f"{len(dropped)} {what} overlap the valid/test splits of {spec.data_dir} "
-                        f"({shown}): {use} would inflate every score. Remove them, or pass "
-                        "--drop-overlap to leave them out (counted in config.json)")
-    if dropped:
-        log.warning("dropped %d %s that overlap valid/test", len(dropped), what)
-    empty = [f for f, t in kept.items() if not len(t)]
-    if empty:
-        raise DataError(f"no {what} left in {', '.join(empty)} after dropping the ones that overlap "
-                        "valid/test")
-    return kept, dropped

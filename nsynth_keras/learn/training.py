@@ -18,11 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nsynth_keras import distributed, plots, tflite
-from nsynth_keras.config import DEFAULT_RUNS_DIR, FAMILIES, NUM_CLASSES
-from nsynth_keras.data import NOTE_SOURCES, DataError, DataSpec
-from nsynth_keras.features import AUGMENTATIONS, FRONTEND, make_augment, make_wave_augment
-from nsynth_keras.files import (
+from nsynth_keras.core.config import DEFAULT_RUNS_DIR, FAMILIES, NUM_CLASSES
+from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.files import (
     check_free_space,
     check_output_dir,
     pid_lock,
@@ -33,10 +31,15 @@ from nsynth_keras.files import (
     write_json,
     write_labels,
 )
-from nsynth_keras.model import HOMEWORK, MODELS, build_cnn, feature_map_sizes
-from nsynth_keras.pipeline import split_features
-from nsynth_keras.runs import DivergedError, RunError, RunFolder, check_run_name, package_versions
-from nsynth_keras.settings import check_fields, setting
+from nsynth_keras.core.settings import check_fields, setting
+from nsynth_keras.data.datasets import NOTE_SOURCES, DataSpec
+from nsynth_keras.data.features import AUGMENTATIONS, FRONTEND, make_augment, make_wave_augment
+from nsynth_keras.data.pipeline import split_features
+from nsynth_keras.deploy import tflite
+from nsynth_keras.learn import distributed
+from nsynth_keras.models.cnn import HOMEWORK, MODELS, build_cnn, feature_map_sizes
+from nsynth_keras.models.runs import DivergedError, RunError, RunFolder, check_run_name, package_versions
+from nsynth_keras.reports import plots
 
 PRECISIONS = {"off": "float32", "on": "mixed_float16", "bf16": "mixed_bfloat16"}
 # Settings that may change when a killed run is resumed; every other setting must match.

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from nsynth_keras.config import FAMILIES
-from nsynth_keras.data import DataSpec, Filters, JsonWavLayout, make_dataset
-from nsynth_keras.features import log_mel
+from nsynth_keras.core.config import FAMILIES
+from nsynth_keras.data.datasets import DataSpec, make_dataset
+from nsynth_keras.data.features import log_mel
+from nsynth_keras.data.notes import Filters, JsonWavLayout
 
 TWIN_SIMILARITY = 0.947
 PITCH_WINDOW = 2  # semitones: a twin recording at a neighbouring pitch still counts

@@ -11,8 +11,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from nsynth_keras.config import NUM_SAMPLES, SAMPLE_RATE
-from nsynth_keras.errors import AudioError
+from nsynth_keras.core.config import NUM_SAMPLES, SAMPLE_RATE
+from nsynth_keras.core.errors import AudioError
 
 
 @dataclass

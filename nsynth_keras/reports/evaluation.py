@@ -9,14 +9,15 @@ import time
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
-from nsynth_keras.config import FAMILIES, NUM_CLASSES, SOURCES
-from nsynth_keras.data import DataSpec, JsonWavLayout
-from nsynth_keras.files import check_output_dir, write_json
-from nsynth_keras.inference import Classifier, load_classifier, non_finite
-from nsynth_keras.pipeline import eval_dataset
-from nsynth_keras.plots import plot_confusion
-from nsynth_keras.runs import RunError, RunFolder, is_saved_model
-from nsynth_keras.twins import audit_split
+from nsynth_keras.core.config import FAMILIES, NUM_CLASSES, SOURCES
+from nsynth_keras.core.files import check_output_dir, write_json
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.notes import JsonWavLayout
+from nsynth_keras.data.pipeline import eval_dataset
+from nsynth_keras.data.twins import audit_split
+from nsynth_keras.deploy.inference import Classifier, load_classifier, non_finite
+from nsynth_keras.models.runs import RunError, RunFolder, is_saved_model
+from nsynth_keras.reports.plots import plot_confusion
 
 MANIFEST = "manifest.csv"  # where a data folder may say which public copy each note came from
 

@@ -10,7 +10,17 @@ import keras
 import tensorflow as tf
 import tensorflow_io as tfio
 
-from nsynth_keras.config import CLIP_SECONDS, F_MAX, F_MIN, HOP_LENGTH, INPUT_SHAPE, N_FFT, N_MELS, SAMPLE_RATE, TOP_DB
+from nsynth_keras.core.config import (
+    CLIP_SECONDS,
+    F_MAX,
+    F_MIN,
+    HOP_LENGTH,
+    INPUT_SHAPE,
+    N_FFT,
+    N_MELS,
+    SAMPLE_RATE,
+    TOP_DB,
+)
 
 NORMALISATION = "dB re the note's loudest bin, floored at -top_db, scaled to [-1, 1]; silence -> -1"
 

@@ -11,14 +11,13 @@ from dataclasses import dataclass
 
 import keras
 
-from nsynth_keras.audio import AUDIO_EXTENSIONS
-from nsynth_keras.errors import DivergedError, RunError  # noqa: F401  (re-exported)
-from nsynth_keras.features import DEFAULT_FRONTEND, Frontend  # also registers the LogMel layer for loading
-from nsynth_keras.files import first_line, remove_stale_temporaries
+from nsynth_keras.core.errors import DivergedError, RunError  # noqa: F401  (re-exported)
+from nsynth_keras.core.files import REPO_DIR, first_line, remove_stale_temporaries
+from nsynth_keras.data.audio import AUDIO_EXTENSIONS
+from nsynth_keras.data.features import DEFAULT_FRONTEND, Frontend  # also registers the LogMel layer for loading
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The one run folder kept in git: the shipped model (MODEL_CARD.md says what it is), used when no RUN is given.
-PRETRAINED = os.path.join(REPO, "saved_models", "pretrained")
+PRETRAINED = os.path.join(REPO_DIR, "saved_models", "pretrained")
 
 PACKAGES = ("tensorflow", "keras", "tensorflow-io", "tensorflow-datasets", "keras-tuner", "numpy", "ai-edge-litert")
 

@@ -24,14 +24,14 @@ import numpy as np
 import soundfile as sf
 import tinysoundfont
 
-from nsynth_keras import synth
-from nsynth_keras.config import FAMILIES, NUM_QUALITIES, NUM_SAMPLES, SAMPLE_RATE, SOURCES, SPLITS
-from nsynth_keras.data import DataError, JsonWavLayout
-from nsynth_keras.files import check_output_dir, read_json, remove_stale_temporaries, write_bytes, write_json
+from nsynth_keras.core.config import FAMILIES, HOLD_SECONDS, NUM_QUALITIES, NUM_SAMPLES, SAMPLE_RATE, SOURCES, SPLITS
+from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.files import check_output_dir, read_json, remove_stale_temporaries, write_bytes, write_json
+from nsynth_keras.data.notes import JsonWavLayout
+from nsynth_keras.sounds import synth
 
 DEFAULT_PROGRAM_MAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resources", "gm_families.csv")
 RENDER_RECORD = "render.json"  # beside examples.json: the settings a rendered split was made with
-HOLD_SECONDS = 3  # NSynth: note held 3 s, then released
 SILENT_PEAK = 1e-3  # -60 dBFS: no sample mapped at that pitch (or a near-silent one)
 PEAK_LIMIT = 0.99  # louder renders are scaled down to this, never clipped
 

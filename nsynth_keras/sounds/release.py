@@ -22,10 +22,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from nsynth_keras.audio import read_wav
-from nsynth_keras.config import FAMILIES, NUM_QUALITIES, SOURCES, SPLITS
-from nsynth_keras.data import DataError, Filters, JsonWavLayout, read_examples
-from nsynth_keras.files import atomic_path, read_json, write_json
+from nsynth_keras.core.config import FAMILIES, NUM_QUALITIES, SOURCES, SPLITS
+from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.files import atomic_path, read_json, write_json
+from nsynth_keras.data.audio import read_wav
+from nsynth_keras.data.notes import Filters, JsonWavLayout, read_examples
 
 NUM_INSTRUMENT_LABELS = 1006  # the builder's instrument ClassLabel has exactly this many names
 RELEASE_RECORD = "release.json"

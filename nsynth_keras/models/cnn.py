@@ -7,7 +7,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from nsynth_keras.config import INPUT_SHAPE, NUM_CLASSES
+from nsynth_keras.core.config import INPUT_SHAPE, NUM_CLASSES
 
 HOMEWORK = {"filters": (16, 32, 64, 128), "kernel_size": 3, "padding": "same", "strides": 1}
 

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 import keras
 import keras_tuner as kt
 
-from nsynth_keras.config import DEFAULT_RUNS_DIR
-from nsynth_keras.data import DataError, DataSpec
-from nsynth_keras.files import atomic_path, pid_lock, read_json, remove, write_json
-from nsynth_keras.model import build_cnn, feature_map_sizes
-from nsynth_keras.pipeline import split_features
-from nsynth_keras.plots import plot_tuning
-from nsynth_keras.settings import check_fields, setting
-from nsynth_keras.training import TrainConfig, compile_model, one_hot
+from nsynth_keras.core.config import DEFAULT_RUNS_DIR
+from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.files import atomic_path, pid_lock, read_json, remove, write_json
+from nsynth_keras.core.settings import check_fields, setting
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.pipeline import split_features
+from nsynth_keras.learn.training import TrainConfig, compile_model, one_hot
+from nsynth_keras.models.cnn import build_cnn, feature_map_sizes
+from nsynth_keras.reports.plots import plot_tuning
 
 SPACE = {
     "base_filters": [8, 16, 32],  # doubled each block, at most 128

@@ -13,12 +13,12 @@ from mediapipe.tasks import python as mp_tasks
 from mediapipe.tasks.python import audio as mp_audio
 from mediapipe.tasks.python.components.containers import audio_data as mp_audio_data
 
-from nsynth_keras.config import FAMILIES, NUM_SAMPLES, SAMPLE_RATE
-from nsynth_keras.data import DataSpec
-from nsynth_keras.inference import KerasClassifier, TFLiteClassifier
-from nsynth_keras.pipeline import load_split
-from nsynth_keras.runs import RunError, RunFolder, find_model, run_frontend
-from nsynth_keras.tflite import EXPORT_FORMATS, native_stderr_silenced, read_metadata
+from nsynth_keras.core.config import FAMILIES, NUM_SAMPLES, SAMPLE_RATE
+from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.pipeline import load_split
+from nsynth_keras.deploy.inference import KerasClassifier, TFLiteClassifier
+from nsynth_keras.deploy.tflite import EXPORT_FORMATS, native_stderr_silenced, read_metadata
+from nsynth_keras.models.runs import RunError, RunFolder, find_model, run_frontend
 
 DEFAULT_THRESHOLD = (0.97, None)  # a .tflite of no known export format
 
@@ -112,7 +112,7 @@ def check_run(run: str, spec: DataSpec, split: str, mediapipe: bool = True, brow
 def browser_rows(path: str, waves: np.ndarray, reference: np.ndarray, y: np.ndarray) -> list[dict]:
     """The same notes through the demo page's own classifier (MediaPipe Tasks for Web, WebAssembly) in
     headless Chromium: every note as a clip, and one note per family back to back as 4 s windows."""
-    from nsynth_keras.webpage import headless_page, serve, wait_until_ready
+    from nsynth_keras.deploy.webpage import headless_page, serve, wait_until_ready
 
     order = [int(np.flatnonzero(y == f)[0]) for f in np.unique(y)]
     memory = {"clips.f32": waves.astype("<f4").tobytes(),

@@ -17,11 +17,11 @@ if "ipykernel" not in sys.modules:  # commands and tests draw off-screen; a note
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nsynth_keras.config import F_MAX, F_MIN, FAMILIES, HOP_LENGTH, N_MELS, SAMPLE_RATE, TOP_DB  # noqa: E402
-from nsynth_keras.data import DataSpec  # noqa: E402
-from nsynth_keras.files import atomic_path  # noqa: E402
-from nsynth_keras.pipeline import eval_dataset, load_split  # noqa: E402
-from nsynth_keras.runs import find_model, load_keras  # noqa: E402
+from nsynth_keras.core.config import F_MAX, F_MIN, FAMILIES, HOP_LENGTH, N_MELS, SAMPLE_RATE, TOP_DB  # noqa: E402
+from nsynth_keras.core.files import atomic_path  # noqa: E402
+from nsynth_keras.data.datasets import DataSpec  # noqa: E402
+from nsynth_keras.data.pipeline import eval_dataset, load_split  # noqa: E402
+from nsynth_keras.models.runs import find_model, load_keras  # noqa: E402
 
 
 def save_figure(fig, path: str | None):
