@@ -30,40 +30,19 @@ import argparse
 import sys
 
 from nsynth_keras.cli import make_parser, run_command
-from nsynth_keras.core.config import FAMILIES, SOURCES
-from nsynth_keras.sounds.rendering import DEFAULT_PROGRAM_MAP, RenderConfig, render
+from nsynth_keras.core.settings import add_flags, given
+from nsynth_keras.sounds.rendering import RenderConfig, render
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = make_parser("render", __doc__)
     p.add_argument("--out", required=True, help="folder to write nsynth-<split>/ into")
-    p.add_argument("--soundfont", nargs="+", default=[], metavar="PATH",
-                   help="SoundFont files (.sf2/.sf3; default: TimGM6mb.sf2 from pretty-midi)")
-    p.add_argument("--split", default="train", choices=("train", "valid", "test"),
-                   help="split folder to write (default: %(default)s; rendered notes are training data)")
-    p.add_argument("--pitch-step", type=int, default=3,
-                   help="render every N-th pitch of each instrument's range (default: %(default)s)")
-    p.add_argument("--velocities", type=int, nargs="+", default=[50, 100, 127],
-                   help="MIDI velocities (default: %(default)s)")
-    p.add_argument("--programs", type=int, nargs="+", default=None,
-                   help="only these General MIDI programs (default: every program in the map)")
-    p.add_argument("--program-map", default=None,
-                   help=f"CSV program,family,source,pitch_min,pitch_max (default: {DEFAULT_PROGRAM_MAP})")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed for each instrument's pitch offset and the --synth presets (default: 0)")
-    p.add_argument("--source", choices=SOURCES, default=None,
-                   help="instrument source of every note (default: the program map's, per program)")
-    p.add_argument("--synth", type=int, default=0, metavar="N",
-                   help="render N synthesizer presets per family instead of SoundFonts (default: 0, off)")
-    p.add_argument("--families", nargs="+", choices=FAMILIES, default=None,
-                   help="with --synth: only these families (default: all 11)")
+    add_flags(p, RenderConfig)
     return p
 
 
 def run(args: argparse.Namespace) -> None:
-    config = RenderConfig(args.out, tuple(args.soundfont), args.split, args.pitch_step, tuple(args.velocities),
-                          tuple(args.programs) if args.programs else None, args.program_map, args.seed,
-                          args.source, args.synth, tuple(args.families) if args.families else None)
+    config = RenderConfig(out=args.out, **given(args, RenderConfig))
     summary = render(config)
     print(summary.table())
     print(f"{summary.written} notes written, {summary.reused} kept from an earlier run, {summary.dropped_silent} "

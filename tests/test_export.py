@@ -104,21 +104,20 @@ def test_tflite_check_errors(tmp_path, data_dir, capsys):
 def test_mixed_precision_trains_and_exports_a_float32_model(data_dir):
     """A mixed-precision model after a few real steps, and its float32 export on the same weights."""
     from nsynth_keras.data.pipeline import split_features
-    from nsynth_keras.learn.training import compile_model, float32_copy, one_hot
-    from nsynth_keras.models.cnn import build_cnn
+    from nsynth_keras.learn.training import TrainConfig, compile_model, float32_copy, one_hot
 
-    kwargs = {"filters": (16, 32, 64, 128)}
+    config = TrainConfig(model="cnn")
     ds, _ = split_features(DataSpec(data_dir=data_dir, filters=Filters(max_examples=64)), "train", 16,
                            training=True)
     try:
         for policy, atol in (("mixed_float16", 2e-2), ("mixed_bfloat16", 5e-2)):
             keras.mixed_precision.set_global_policy(policy)
-            mixed = build_cnn(**kwargs)
+            mixed = config.build_model()
             compile_model(mixed, 1e-3)
             history = mixed.fit(ds.map(one_hot), epochs=2, verbose=0)
             assert np.isfinite(history.history["loss"]).all()
             assert mixed.layers[0].compute_dtype != "float32" and mixed.layers[-1].compute_dtype == "float32"
-            export_model = float32_copy(mixed, kwargs)
+            export_model = float32_copy(mixed, config)
             assert all(layer.compute_dtype == "float32" for layer in export_model.layers)
             x = next(iter(ds))[0].numpy()
             ours, theirs = export_model(x).numpy(), mixed(x).numpy()

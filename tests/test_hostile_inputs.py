@@ -242,10 +242,15 @@ def test_render_cleans_a_killed_writes_leftovers_and_bounds_its_numbers(tmp_path
     (leftover / "out").write_bytes(b"half a wav")
     render_notes(config, log=lambda *a: None, show_progress=False)
     assert not leftover.exists()
-    assert render.main(["--out", str(tmp_path / "s"), "--synth", "1000000000"]) == 2
-    assert "--synth 1000000000: choose 0..1000" in capsys.readouterr().err
-    assert render.main(["--out", str(tmp_path / "s"), "--pitch-step", "1000", "--programs", "0"]) == 2
-    assert "--pitch-step 1000: choose 1..127" in capsys.readouterr().err
+    for flags, message in ((["--synth", "1000000000"], "argument --synth: '1000000000' must be at most 1000"),
+                           (["--pitch-step", "1000", "--programs", "0"],
+                            "argument --pitch-step: '1000' must be at most 127")):
+        with pytest.raises(SystemExit) as stop:
+            render.main(["--out", str(tmp_path / "s"), *flags])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    # The same bounds hold for a config made in code (the declaration is the one source)
+    with pytest.raises(DataError, match="--synth: 1001 must be at most 1000"):
+        render_notes(RenderConfig(str(tmp_path / "s"), synth=1001))
     assert not (tmp_path / "s" / "nsynth-train" / "render.json").exists()
 
 

@@ -286,8 +286,9 @@ def test_a_failed_render_leaves_no_record_and_programs_are_checked(tmp_path, cap
     assert render.main(["--out", str(out), "--soundfont", str(bad_sf)]) == 2
     assert "cannot load it" in capsys.readouterr().err
     assert not (out / "nsynth-train" / "render.json").exists()
-    assert render.main(["--out", str(out), "--programs", "200"]) == 2
-    assert "--programs 200: General MIDI programs are 0..127" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        render.main(["--out", str(out), "--programs", "200"])
+    assert stop.value.code == 2 and "argument --programs: '200' must be at most 127" in capsys.readouterr().err
     assert render.main(["--out", str(out), "--programs", "120"]) == 2
     assert "--programs 120: not in the program map" in capsys.readouterr().err
     assert render.main(["--out", str(out), "--velocities", "100", "100"]) == 2

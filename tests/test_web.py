@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from nsynth_keras import tflite_check, web
+from nsynth_keras.core.config import FAMILIES
 from nsynth_keras.core.errors import RunError
 from nsynth_keras.deploy.tflite import export_run
 from nsynth_keras.deploy.webpage import (
@@ -77,6 +78,7 @@ def test_a_dropped_note_is_named_and_a_screenshot_shows_it(waveform_run, real_wa
         ready = wait_until_ready(page)
         assert ready["labels"][0] == "bass" and len(ready["labels"]) == 11
         assert "version 0.1.0" in page.text_content("#model")
+        assert page.text_content("#families") == ", ".join(FAMILIES).replace("_", " ")  # the model's labels
         page.set_input_files("#files", real_wav)
         page.wait_for_selector(".item .guess")
         card = page.text_content(".item")

@@ -30,6 +30,7 @@ async function loadModel() {
   const info = await (await fetch(INFO)).json();
   if (info.error) throw new Error(info.error);
   labels = info.labels;
+  document.getElementById("families").textContent = labels.join(", ").replaceAll("_", " ");
   if (info.sample_rate) sampleRate = info.sample_rate;
   clipLength = Math.round((info.clip_seconds || 4) * sampleRate);
   confidenceFloor = info.confidence_floor ?? null;

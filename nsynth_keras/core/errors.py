@@ -18,6 +18,10 @@ class RunError(ProjectError):
 class DivergedError(RunError):
     """Training produced a NaN or infinite loss or weights: the run is worthless, not resumable."""
 
+    def __init__(self, run_name: str, what: str):
+        super().__init__(f"run {run_name}: {what}; training diverged (try a lower --learning-rate) and nothing was "
+                         "written as a finished run")
+
 
 class AudioError(ProjectError):
     """A wav file that cannot be used; the message names the file and the problem."""

@@ -13,7 +13,7 @@ from mediapipe.tasks import python as mp_tasks
 from mediapipe.tasks.python import audio as mp_audio
 from mediapipe.tasks.python.components.containers import audio_data as mp_audio_data
 
-from nsynth_keras.core.config import FAMILIES, NUM_SAMPLES, SAMPLE_RATE
+from nsynth_keras.core.config import CLIP_SECONDS, FAMILIES, INPUT_SHAPE, NUM_SAMPLES, SAMPLE_RATE
 from nsynth_keras.data.datasets import DataSpec
 from nsynth_keras.data.pipeline import load_split
 from nsynth_keras.deploy.inference import KerasClassifier, TFLiteClassifier
@@ -21,6 +21,8 @@ from nsynth_keras.deploy.tflite import EXPORT_FORMATS, native_stderr_silenced, r
 from nsynth_keras.models.runs import RunError, RunFolder, find_model, run_frontend
 
 DEFAULT_THRESHOLD = (0.97, None)  # a .tflite of no known export format
+# the check table's input column, by whether the model takes a waveform
+INPUTS = {True: f"waveform [1, {NUM_SAMPLES}]", False: f"log-mel [n, {', '.join(map(str, INPUT_SHAPE))}]"}
 
 
 def threshold(file_name: str) -> tuple[float, float | None]:
@@ -84,20 +86,21 @@ def check_run(run: str, spec: DataSpec, split: str, mediapipe: bool = True, brow
         clf = TFLiteClassifier(path)
         x = waves if clf.takes_waveform else mels
         name = os.path.basename(path)
-        rows.append(check_row(name, "waveform [1, 64000]" if clf.takes_waveform else "log-mel [n, 64, 64, 1]", path,
+        rows.append(check_row(name, INPUTS[clf.takes_waveform], path,
                               clf.predict(x), reference, y, single_clip_latency_ms(clf, x),
                               threshold(name)))
         if mediapipe and clf.takes_waveform:
             probs, ms = mediapipe_clips(path, waves)
-            rows.append(check_row(f"{name} [MediaPipe clips]", "AudioClassifier, one 4 s clip per note", path,
-                                  probs, reference, y, ms, MEDIAPIPE_THRESHOLD))
+            rows.append(check_row(f"{name} [MediaPipe clips]", f"AudioClassifier, one {CLIP_SECONDS} s clip per note",
+                                  path, probs, reference, y, ms, MEDIAPIPE_THRESHOLD))
             order = [int(np.flatnonzero(y == f)[0]) for f in np.unique(y)]  # one note per family
             t = time.perf_counter()
             windows = mediapipe_stream(path, np.concatenate([waves[i] for i in order]))
             ms = 1000 * (time.perf_counter() - t) / max(len(windows), 1)
             starts = [start for start, _ in windows]
             if starts != [NUM_SAMPLES / SAMPLE_RATE * k for k in range(len(order))]:
-                raise RunError(f"{path}: MediaPipe stream mode gave windows at {starts} s, not one per 4 s note")
+                raise RunError(f"{path}: MediaPipe stream mode gave windows at {starts} s, not one per "
+                               f"{CLIP_SECONDS} s note")
             rows.append(check_row(f"{name} [MediaPipe stream]", f"AudioClassifier stream, {len(order)} notes back "
                                   "to back, 1 s chunks", path, np.stack([p for _, p in windows]), reference[order],
                                   y[order], ms, MEDIAPIPE_THRESHOLD, windows=len(windows)))
@@ -127,12 +130,14 @@ def browser_rows(path: str, waves: np.ndarray, reference: np.ndarray, y: np.ndar
         recording = page.evaluate("u => window.nsynth.checkRecording(u)", "check/recording.f32")
     windows = recording["windows"]
     if [w["start"] for w in windows] != [NUM_SAMPLES / SAMPLE_RATE * k for k in range(len(order))]:
-        raise RunError(f"{path}: the page gave windows at {[w['start'] for w in windows]} s, not one per 4 s note")
+        raise RunError(f"{path}: the page gave windows at {[w['start'] for w in windows]} s, not one per "
+                       f"{CLIP_SECONDS} s note")
     return [
         check_row(f"{name} [browser]", "MediaPipe Tasks for Web (wasm) in headless Chromium, one clip per note", path,
                   np.asarray(clips["probs"], np.float32), reference, y, clips["msPerClip"], MEDIAPIPE_THRESHOLD,
                   model_load_ms=round(load_ms, 1), page_ready_ms=round(first_load_ms, 1)),
-        check_row(f"{name} [browser windows]", f"the page, {len(order)} notes back to back, 4 s windows", path,
+        check_row(f"{name} [browser windows]", f"the page, {len(order)} notes back to back, {CLIP_SECONDS} s windows",
+                  path,
                   np.asarray([w["probs"] for w in windows], np.float32), reference[order], y[order],
                   recording["msPerWindow"], MEDIAPIPE_THRESHOLD, windows=len(windows)),
     ]

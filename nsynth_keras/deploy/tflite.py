@@ -23,7 +23,18 @@ from mediapipe.tasks.python.metadata import metadata
 from mediapipe.tasks.python.metadata.metadata_writers import metadata_info, metadata_writer
 
 from nsynth_keras import __version__
-from nsynth_keras.core.config import F_MAX, F_MIN, FAMILIES, N_FRAMES, N_MELS, NUM_SAMPLES, SAMPLE_RATE
+from nsynth_keras.core.config import (
+    CLIP_SECONDS,
+    F_MAX,
+    F_MIN,
+    FAMILIES,
+    N_FRAMES,
+    N_MELS,
+    NUM_CLASSES,
+    NUM_SAMPLES,
+    SAMPLE_RATE,
+    TOP_DB,
+)
 from nsynth_keras.core.files import atomic_path, first_line, write_bytes, write_labels
 from nsynth_keras.data.datasets import DataSpec
 from nsynth_keras.data.features import DEFAULT_FRONTEND, Frontend, LogMel
@@ -162,36 +173,51 @@ def model_metadata(variant: str) -> tuple[metadata_info.GeneralMd, metadata_info
     general = metadata_info.GeneralMd(
         name=f"NSynth instrument family classifier ({variant})",
         version=__version__,
-        description="Names the instrument family (11 NSynth families) of one isolated 4-second note at 16 kHz. "
-                    "A CNN trained on NSynth (Engel et al. 2017) with nsynth-keras.",
+        description=f"Names the instrument family ({NUM_CLASSES} NSynth families) of one isolated "
+                    f"{CLIP_SECONDS}-second note at {SAMPLE_RATE // 1000} kHz. A CNN trained on NSynth (Engel et al. "
+                    "2017) with nsynth-keras.",
         author="nsynth-keras",
         licenses="Apache-2.0 (model); trained on NSynth notes, CC BY 4.0",
     )
     if EXPORT_FORMATS[variant].waveform:
         tensor = AudioTensorMd("waveform", f"raw mono float audio at {SAMPLE_RATE} Hz in [-1, 1], [1, {NUM_SAMPLES}] "
-                               "(4 s); the log-mel frontend is inside the model", SAMPLE_RATE, 1)
+                               f"({CLIP_SECONDS} s); the log-mel frontend is inside the model", SAMPLE_RATE, 1)
     else:
         tensor = metadata_info.TensorMd(
             name="log_mel", min_values=[-1.0], max_values=[1.0],
-            description=f"log-mel spectrogram [n, {N_FRAMES}, {N_MELS}, 1] of a 4 s {SAMPLE_RATE} Hz note: "
+            description=f"log-mel spectrogram [n, {N_FRAMES}, {N_MELS}, 1] of a {CLIP_SECONDS} s {SAMPLE_RATE} Hz "
+                        "note: "
                         f"{N_FRAMES} frames x {N_MELS} mel bands ({F_MIN:.0f} Hz-{F_MAX / 1000:.0f} kHz), dB re the "
-                        "note's peak floored at -80 dB and scaled to [-1, 1] (nsynth_keras.features.log_mel)")
+                        f"note's peak floored at -{TOP_DB:.0f} dB and scaled to [-1, 1] "
+                        "(nsynth_keras.data.features.log_mel)")
     return general, tensor
+
+
+class FullMetadataWriter(metadata_writer.MetadataWriter):
+    """MediaPipe's writer with two more add_* methods. Its public API (mediapipe 0.10.21) sets a model's name and
+    description only (add_general_info) and an input's name and description only (add_feature_input): no version,
+    author or licence, no audio sample rate. These set the same two fields its own add_* methods set."""
+
+    def add_general_md(self, general: metadata_info.GeneralMd) -> FullMetadataWriter:
+        self._general_md = general
+        return self
+
+    def add_input_md(self, tensor: metadata_info.TensorMd) -> FullMetadataWriter:
+        self._input_mds.append(tensor)
+        return self
 
 
 def add_metadata(flatbuffer: bytes, variant: str) -> bytes:
     """TFLite Metadata written by MediaPipe's metadata writer: general info, the input (AudioProperties
     for the waveform model) and the output `family` with the 11 labels as TENSOR_AXIS_LABELS."""
-    writer = metadata_writer.MetadataWriter.create(bytearray(flatbuffer))
+    writer = FullMetadataWriter.create(bytearray(flatbuffer))
     general, tensor = model_metadata(variant)
-    writer._general_md = general  # add_general_info() takes only the name and description
-    writer._input_mds.append(tensor)
+    writer.add_general_md(general).add_input_md(tensor)
     writer.add_classification_output(metadata_writer.Labels().add(list(FAMILIES)), name="family",
                                      description="probability of each instrument family")
     with native_stderr_silenced():
         model, _ = writer.populate()
-    writer._temp_folder.cleanup()
-    return fixed_zip_dates(bytes(model))
+    return fixed_zip_dates(bytes(model))  # the writer's own __del__ removes its temporary label file
 
 
 def fixed_zip_dates(model: bytes) -> bytes:

@@ -97,8 +97,7 @@ def fit(
             loss, hits, top3, n = (loss + float(step_loss), hits + float(step_hits), top3 + float(step_top3),
                                    n + float(step_n))
         if not math.isfinite(loss):
-            raise DivergedError(f"run {run_name}: the loss became {loss / n} in epoch {epoch + 1}; training diverged "
-                           "(try a lower --learning-rate) and nothing was written as a finished run")
+            raise DivergedError(run_name, f"the loss became {loss / n} in epoch {epoch + 1}")
         # Every worker scores the whole validation split with the same (synchronised) weights.
         probs, ys = zip(*((model(x, training=False).numpy(), y.numpy()) for x, y in valid_ds))
         val = _metrics(np.concatenate(probs), np.concatenate(ys))

@@ -37,7 +37,7 @@ from nsynth_keras.data.features import AUGMENTATIONS, FRONTEND, make_augment, ma
 from nsynth_keras.data.pipeline import split_features
 from nsynth_keras.deploy import tflite
 from nsynth_keras.learn import distributed
-from nsynth_keras.models.cnn import HOMEWORK, MODELS, build_cnn, feature_map_sizes
+from nsynth_keras.models.cnn import HOMEWORK, MODELS
 from nsynth_keras.models.runs import DivergedError, RunError, RunFolder, check_run_name, package_versions
 from nsynth_keras.reports import plots
 
@@ -132,11 +132,10 @@ class TrainConfig:
                 raise RunError(message)
         if self.run_name is not None:
             check_run_name(self.run_name)
-        kw = self.model_kwargs()  # a configuration that shrinks to nothing fails here, before any data or TF op
-        feature_map_sizes(kw["filters"], kw["kernel_size"], kw["padding"], kw["strides"])
+        self.build_model()  # a configuration that shrinks to nothing fails here, before any data is read
 
-    def model_kwargs(self) -> dict:
-        """build_cnn's arguments for this model (model.MODELS)."""
+    def build_model(self) -> keras.Model:
+        """This run's network, built and uncompiled (models.cnn.MODELS)."""
         return MODELS[self.model](dataclasses.asdict(self))
 
     def to_json(self) -> dict:
@@ -203,10 +202,10 @@ def compile_model(model: keras.Model, learning_rate, label_smoothing: float = 0.
     )
 
 
-def float32_copy(model: keras.Model, kwargs: dict) -> keras.Model:
+def float32_copy(model: keras.Model, config: TrainConfig) -> keras.Model:
     """The same weights in a float32 model: what every export gets, whatever the training policy."""
     keras.mixed_precision.set_global_policy("float32")
-    clean = build_cnn(**kwargs)
+    clean = config.build_model()
     clean.set_weights(model.get_weights())
     return clean
 
@@ -249,13 +248,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            raise DivergedError(non_finite_message(self.run_name, f"the loss became {float(loss)} at epoch "
-                                                                  f"{self.epoch + 1}, batch {batch + 1}"))
-
-
-def non_finite_message(run_name: str, what: str) -> str:
-    return (f"run {run_name}: {what}; training diverged (try a lower --learning-rate) and nothing was written "
-            "as a finished run")
+            raise DivergedError(self.run_name, f"the loss became {float(loss)} at epoch {self.epoch + 1}, "
+                                               f"batch {batch + 1}")
 
 
 def fit_callbacks(run: RunFolder, run_name: str, resuming: bool, patience: int) -> list:
@@ -402,7 +396,7 @@ def fit(config: TrainConfig, data: TrainData, paths: RunPaths, strategy: tf.dist
     """Build, compile and fit; return the model with its best-on-valid weights."""
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     with strategy.scope():
-        model = build_cnn(**config.model_kwargs())
+        model = config.build_model()
         compile_model(model, learning_rate(config, data.counts["train"] or 1, global_batch), config.label_smoothing)
     class_weight = balanced_class_weight(data.families) if config.class_weight else None
     fit_ds = data.train.map(one_hot)
@@ -425,7 +419,7 @@ def fit(config: TrainConfig, data: TrainData, paths: RunPaths, strategy: tf.dist
     if os.path.exists(run.best_weights):
         model.load_weights(run.best_weights)
     if not all(np.isfinite(w).all() for w in model.get_weights()):
-        raise DivergedError(non_finite_message(paths.name, "the trained weights are not finite"))
+        raise DivergedError(paths.name, "the trained weights are not finite")
     return model
 
 
@@ -447,8 +441,7 @@ def pretrain(config: TrainConfig, model: keras.Model, data: TrainData, fit_valid
 def finish(config: TrainConfig, spec: DataSpec, paths: RunPaths, model: keras.Model, data: TrainData,
            policy: str, why: str, train_seconds: float) -> dict:
     """Score the float32 model, write every output into the partial folder, then rename it into place."""
-    kwargs = config.model_kwargs()
-    model = float32_copy(model, kwargs)
+    model = float32_copy(model, config)
     compile_model(model, config.learning_rate)
     scores = {}
     scored = [("train", data.train), ("valid", data.valid), ("test", data.test)]
@@ -469,8 +462,7 @@ def finish(config: TrainConfig, spec: DataSpec, paths: RunPaths, model: keras.Mo
     write_json(run.config, {
         "settings": config.to_json(),
         "data": spec.to_json(),
-        "model": {"builder": "build_cnn", "kwargs": {**kwargs, "filters": list(kwargs["filters"])},
-                  "params": model.count_params()},
+        "model": {"name": config.model, "params": model.count_params()},
         "precision_policy": policy,
         "precision_reason": why,
         "frontend": FRONTEND,

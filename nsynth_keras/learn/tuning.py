@@ -294,11 +294,13 @@ def searched_with(project: str) -> tuple[DataSpec | None, dict]:
 
 
 def best_train_config(project: str, search_settings: dict, **fields) -> TrainConfig:
-    """A TrainConfig for the best trial: its build_cnn arguments and learning rate, the search's
+    """A TrainConfig for the best trial: its model settings and learning rate, the search's
     epochs (patience as early stopping), batch size and seed, then ``fields`` on top."""
     best = best_trial(project)
-    settings = {"epochs": search_settings.get("epochs", 12), "early_stopping": search_settings.get("patience", 3),
-                "batch_size": search_settings.get("batch_size", 32), "seed": search_settings.get("seed", 0)}
+    search = SearchConfig()  # a search recorded before a setting existed ran with its default
+    recorded = {name: search_settings.get(name, getattr(search, name)) for name in SearchConfig.RETRAINING}
+    settings = {"epochs": recorded["epochs"], "early_stopping": recorded["patience"],
+                "batch_size": recorded["batch_size"], "seed": recorded["seed"]}
     config = TrainConfig(model="cnn", **trial_kwargs(best), learning_rate=float(best["learning_rate"]),
                          **{**settings, **fields})
     config.origin = {**(config.origin or {}), "tuning_project": os.path.abspath(project), "trial": best["trial"],

@@ -12,15 +12,16 @@ from nsynth_keras.core.config import INPUT_SHAPE, NUM_CLASSES
 HOMEWORK = {"filters": (16, 32, 64, 128), "kernel_size": 3, "padding": "same", "strides": 1}
 
 
-# --model NAME: a function from the training settings to build_cnn's arguments. Adding a model: a function
-# and the @model_kind decorator (its name becomes a --model choice).
-MODELS: dict[str, Callable[[dict], dict]] = {}
+# --model NAME: a function from the training settings (a TrainConfig as a dict) to a built, uncompiled model
+# from a [64, 64, 1] log-mel to 11 family probabilities. Adding an architecture: one function with @model_kind
+# (its name becomes a --model choice); training, tuning's best-trial rerun and every export build it from here.
+MODELS: dict[str, Callable[[dict], keras.Model]] = {}
 CNN_ARGS = ("filters", "kernel_size", "padding", "strides", "dropout", "dense_units", "batch_norm", "global_pool",
             "weight_decay")
 
 
-def model_kind(name: str):
-    def register(fn: Callable[[dict], dict]) -> Callable[[dict], dict]:
+def model_kind(name: str) -> Callable[[Callable[[dict], keras.Model]], Callable[[dict], keras.Model]]:
+    def register(fn: Callable[[dict], keras.Model]) -> Callable[[dict], keras.Model]:
         MODELS[name] = fn
         return fn
 
@@ -28,15 +29,15 @@ def model_kind(name: str):
 
 
 @model_kind("baseline")
-def homework_kwargs(settings: dict) -> dict:
+def baseline(settings: dict) -> keras.Sequential:
     """The homework network, whatever the architecture flags say."""
-    return dict(HOMEWORK, name="baseline")
+    return build_baseline()
 
 
 @model_kind("cnn")
-def cnn_kwargs(settings: dict) -> dict:
+def cnn(settings: dict) -> keras.Sequential:
     """build_cnn configured by the architecture flags (--filters, --kernel-size, ...)."""
-    return {k: settings[k] for k in CNN_ARGS}
+    return build_cnn(**{k: settings[k] for k in CNN_ARGS})
 
 
 def build_baseline() -> keras.Sequential:

@@ -27,6 +27,7 @@ import tinysoundfont
 from nsynth_keras.core.config import FAMILIES, HOLD_SECONDS, NUM_QUALITIES, NUM_SAMPLES, SAMPLE_RATE, SOURCES, SPLITS
 from nsynth_keras.core.errors import DataError
 from nsynth_keras.core.files import check_output_dir, read_json, remove_stale_temporaries, write_bytes, write_json
+from nsynth_keras.core.settings import check_fields, setting
 from nsynth_keras.data.notes import JsonWavLayout
 from nsynth_keras.sounds import synth
 
@@ -101,49 +102,46 @@ MAX_SYNTH_PRESETS = 1000  # per family: 11,000 instruments, far beyond any usefu
 
 @dataclass
 class RenderConfig:
-    out: str
-    soundfonts: tuple[str, ...] = ()  # () -> the default SoundFont
-    split: str = "train"
-    pitch_step: int = 3  # every pitch_step-th pitch of each range, from a seeded offset per instrument
-    velocities: tuple[int, ...] = (50, 100, 127)
-    programs: tuple[int, ...] | None = None  # a subset of the map's programs
-    program_map: str | None = None
-    seed: int = 0
-    source: str | None = None  # mark every note of these SoundFonts with this source (e.g. synthetic for FM)
-    synth: int = 0  # instead of SoundFonts: this many procedural synthesizer presets per family (synth.py)
-    families: tuple[str, ...] | None = None  # --synth: only these families
+    """What to render: the render command's flags, declared once (settings.setting)."""
+
+    out: str = ""  # folder to write nsynth-<split>/ into (the command's required --out)
+    soundfonts: tuple[str, ...] = setting((), "SoundFont files (.sf2/.sf3; none: TimGM6mb.sf2 from pretty-midi)",
+                                          flag="--soundfont", metavar="PATH")
+    split: str = setting("train", "split folder to write (rendered notes are training data)", choices=SPLITS)
+    pitch_step: int = setting(3, "render every N-th pitch of each instrument's range, from a seeded offset per "
+                                 "instrument", metavar="N", at_least=1, at_most=127)
+    velocities: tuple[int, ...] = setting((50, 100, 127), "MIDI velocities", at_least=1, at_most=127)
+    programs: tuple[int, ...] | None = setting(None, "only these General MIDI programs (none: every program in the "
+                                                     "map)", at_least=0, at_most=127)
+    program_map: str | None = setting(None, "CSV program,family,source,pitch_min,pitch_max (none: "
+                                            "nsynth_keras/sounds/resources/gm_families.csv)")
+    seed: int = setting(0, "seed for each instrument's pitch offset and the --synth presets", at_least=0,
+                        below=2**32)
+    source: str | None = setting(None, "instrument source of every note, e.g. synthetic for an FM SoundFont "
+                                       "(none: the program map's, per program)", choices=SOURCES)
+    synth: int = setting(0, "render N procedural synthesizer presets per family instead of SoundFonts (0: off)",
+                         metavar="N", at_least=0, at_most=MAX_SYNTH_PRESETS)
+    families: tuple[str, ...] | None = setting(None, "with --synth: only these families (none: all 11)",
+                                               choices=FAMILIES, metavar="FAMILY")
 
     def validate(self) -> None:
-        if self.split not in SPLITS:
-            raise DataError(f"--split {self.split!r}: choose one of {', '.join(SPLITS)}")
-        if not 1 <= self.pitch_step <= 127:
-            raise DataError(f"--pitch-step {self.pitch_step}: choose 1..127 (a step of N renders every N-th MIDI "
-                            "pitch of each instrument's range)")
-        if not self.velocities or not all(1 <= v <= 127 for v in self.velocities):
-            raise DataError("--velocities must be MIDI velocities 1..127")
+        """Each field against its declaration (type, bounds, choices), then the rules between fields."""
+        if not self.out:
+            raise DataError("--out: give the folder to render into")
+        try:
+            check_fields(self)
+        except ValueError as err:
+            raise DataError(str(err)) from None
         if len(set(self.velocities)) != len(self.velocities):
             raise DataError(f"--velocities {' '.join(map(str, self.velocities))} lists a velocity twice")
-        if self.programs is not None:
-            bad = [p for p in self.programs if not 0 <= p <= 127]
-            if bad:
-                raise DataError(f"--programs {' '.join(map(str, bad))}: General MIDI programs are 0..127")
-            if len(set(self.programs)) != len(self.programs):
-                raise DataError("--programs lists a program twice")
+        if self.programs is not None and len(set(self.programs)) != len(self.programs):
+            raise DataError("--programs lists a program twice")
         for path in self.soundfonts:
             if not os.path.isfile(path):
                 raise DataError(f"SoundFont {path}: file not found")
-        if self.source is not None and self.source not in SOURCES:
-            raise DataError(f"--source {self.source!r}: choose one of {', '.join(SOURCES)}")
-        if not 0 <= self.synth <= MAX_SYNTH_PRESETS:
-            raise DataError(f"--synth {self.synth}: choose 0..{MAX_SYNTH_PRESETS} presets per family")
-        if not 0 <= self.seed < 2**32:
-            raise DataError(f"--seed {self.seed}: choose 0..{2**32 - 1}")
         if self.synth and (self.soundfonts or self.programs is not None or self.source not in (None, "synthetic")):
             raise DataError("--synth renders synthesizer presets, not SoundFonts: drop --soundfont, --programs "
                             "and --source")
-        unknown = set(self.families or ()) - set(FAMILIES)
-        if unknown:
-            raise DataError(f"--families {' '.join(sorted(unknown))}: choose from {', '.join(FAMILIES)}")
         if self.families is not None and not self.synth:
             raise DataError("--families goes with --synth")
 
