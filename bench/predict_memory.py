@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     model = os.path.join(args.cache, "baseline.keras")
     if not os.path.isfile(model):  # predict needs some model: the homework CNN, untrained (saved by a child
         # process, so that this one stays small)
-        subprocess.run([sys.executable, "-c", "import sys; from nsynth_keras.model import build_baseline; "
+        subprocess.run([sys.executable, "-c", "import sys; from nsynth_keras.models.cnn import build_baseline; "
                         "build_baseline().save(sys.argv[1])", model], cwd=ROOT, check=True)
     seconds, many = (60, 2) if args.quick else (3600, 8)
     label = "1 min" if args.quick else "1 h"

@@ -4,7 +4,7 @@
                                         # requests beside 100 stalled connections (more than the 64 workers)
     python bench/server.py --quick      # 100 / 50 / 50 beside 70 stalled (the smoke test)
 
-The server is `nsynth_keras.webpage.serve` (what `python -m nsynth_keras.web` runs) over the real page folder
+The server is `nsynth_keras.deploy.webpage.serve` (what `python -m nsynth_keras.web` runs) over the real page folder
 (web/, after `npm ci --prefix web`) and a stand-in model file of a waveform model's size. Every request is one
 connection opened at the same moment (a barrier), with a 60 s client timeout. Writes results/server.json.
 Traffic goes to 127.0.0.1 only, bounded in count and time.
