@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import tensorflow as tf
@@ -186,21 +186,14 @@ class DataSpec:
     EXTRA_FIELDS = ("extra_train", "extra_ratio", "extra_balance", "drop_overlap", "select_extra")
 
     def to_json(self) -> dict:
-        return {
-            "source": self.source,
-            "data_dir": os.path.abspath(self.data_dir) if self.data_dir else None,
-            "tfds_config": self.tfds_config,
-            "instrument_sources": list(self.filters.sources) if self.filters.sources else None,
-            "pitch_min": self.filters.pitch_min,
-            "pitch_max": self.filters.pitch_max,
-            "max_examples": self.filters.max_examples,
-            "strict": self.strict,
-            "extra_train": [os.path.abspath(d) for d in self.extra_train],
-            "extra_ratio": self.extra_ratio,
-            "extra_balance": self.extra_balance,
-            "drop_overlap": self.drop_overlap,
-            "select_extra": [os.path.abspath(d) for d in self.select_extra],
-        }
+        """The spec as a run records it (config.json "data"): folders made absolute, the filters' fields inline."""
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "filters"}
+        record.update(data_dir=os.path.abspath(self.data_dir) if self.data_dir else None,
+                      extra_train=[os.path.abspath(d) for d in self.extra_train],
+                      select_extra=[os.path.abspath(d) for d in self.select_extra],
+                      instrument_sources=list(self.filters.sources) if self.filters.sources else None,
+                      **{k: getattr(self.filters, k) for k in FILTER_KEYS})
+        return record
 
     @classmethod
     def from_json(cls, d: dict, where: str = "data.") -> DataSpec:

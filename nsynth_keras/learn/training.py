@@ -56,9 +56,9 @@ class TrainConfig:
                          choices=tuple(MODELS), group=MODEL)
     filters: tuple[int, ...] = setting(HOMEWORK["filters"], "kernels per conv block (cnn)", group=MODEL,
                                        at_least=1)
-    kernel_size: int = setting(3, "conv kernel size (cnn)", group=MODEL, at_least=1)
-    padding: str = setting("same", "conv padding (cnn)", choices=("same", "valid"), group=MODEL)
-    strides: int = setting(1, "conv strides (cnn)", choices=(1, 2), group=MODEL)
+    kernel_size: int = setting(HOMEWORK["kernel_size"], "conv kernel size (cnn)", group=MODEL, at_least=1)
+    padding: str = setting(HOMEWORK["padding"], "conv padding (cnn)", choices=("same", "valid"), group=MODEL)
+    strides: int = setting(HOMEWORK["strides"], "conv strides (cnn)", choices=(1, 2), group=MODEL)
     dropout: float = setting(0.0, "Dropout rate after each block (cnn)", group=MODEL, at_least=0, below=1)
     dense_units: int = setting(0, "hidden Dense width before the classifier, 0: none (cnn)", group=MODEL, at_least=0)
     batch_norm: bool = setting(False, "batch normalisation after each conv (cnn)", group=MODEL)

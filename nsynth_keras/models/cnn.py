@@ -9,6 +9,7 @@ from keras import layers
 
 from nsynth_keras.core.config import INPUT_SHAPE, NUM_CLASSES
 
+# The homework network's convolutions: the defaults of build_cnn and of the train flags.
 HOMEWORK = {"filters": (16, 32, 64, 128), "kernel_size": 3, "padding": "same", "strides": 1}
 
 
@@ -70,10 +71,10 @@ def feature_map_sizes(
 
 
 def build_cnn(
-    filters: tuple[int, ...] = (16, 32, 64, 128),
-    kernel_size: int = 3,
-    padding: str = "same",
-    strides: int = 1,
+    filters: tuple[int, ...] = HOMEWORK["filters"],
+    kernel_size: int = HOMEWORK["kernel_size"],
+    padding: str = HOMEWORK["padding"],
+    strides: int = HOMEWORK["strides"],
     dropout: float = 0.0,
     dense_units: int = 0,
     batch_norm: bool = False,
