@@ -30,9 +30,10 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: no CUDA-factory chatter
 
 MODELS = {"homework": (16, 32, 64, 128), "wide": (32, 64, 128, 256)}
-# name -> (framework, precision, model, extra environment)
+# name -> (framework, precision, model, extra environment[, Keras steps_per_execution])
 CELLS = {
     "keras float32": ("keras", "float32", "homework", {}),
+    "keras float32 steps32": ("keras", "float32", "homework", {}, 32),
     "keras float32 oneDNN off": ("keras", "float32", "homework", {"TF_ENABLE_ONEDNN_OPTS": "0"}),
     "keras bf16": ("keras", "bf16", "homework", {}),
     "torch float32": ("torch", "float32", "homework", {}),
@@ -61,7 +62,7 @@ def cpu_info() -> dict:
 # --------------------------------------------------------------------------- one measurement (a child process)
 
 
-def keras_rate(x, y, filters, precision, batch, epochs, threads) -> float:
+def keras_rate(x, y, filters, precision, batch, epochs, threads, steps_per_execution=1) -> float:
     import keras
     import tensorflow as tf
 
@@ -73,7 +74,7 @@ def keras_rate(x, y, filters, precision, batch, epochs, threads) -> float:
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     keras.utils.set_random_seed(0)
     model = build_cnn(filters)
-    compile_model(model, 1e-3)
+    compile_model(model, 1e-3, steps_per_execution=steps_per_execution)
     ds = tf.data.Dataset.from_tensor_slices((x, keras.utils.to_categorical(y, 11))).shuffle(len(x), seed=0)
     ds = ds.batch(batch).prefetch(tf.data.AUTOTUNE)
     model.fit(ds, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing, allocation
@@ -117,9 +118,9 @@ def torch_rate(x, y, filters, precision, batch, epochs, threads) -> float:
 
 def child(args) -> None:
     data = np.load(args.features)
-    framework, precision, model, _ = CELLS[args.child]
+    framework, precision, model, _, *steps = CELLS[args.child]
     fn = keras_rate if framework == "keras" else torch_rate
-    rate = fn(data["x"], data["y"], MODELS[model], precision, args.batch_size, args.epochs, args.threads)
+    rate = fn(data["x"], data["y"], MODELS[model], precision, args.batch_size, args.epochs, args.threads, *steps)
     print(json.dumps({"cell": args.child, "examples_per_s": rate}))
 
 
@@ -135,8 +136,26 @@ def features(args, path: str) -> int:
     return len(notes["family"])
 
 
+# --isa avx2: cap oneDNN (TensorFlow's and PyTorch's) and PyTorch's own kernels at AVX2, whatever the CPU has.
+ISA_CAPS = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+PROBE = {  # one small conv with oneDNN's verbose log on: its "isa:" line says which kernels it dispatched to
+    "keras": "import tensorflow as tf; tf.nn.conv2d(tf.ones([1, 64, 64, 1]), tf.ones([3, 3, 1, 16]), 1, 'SAME')",
+    "torch": "import torch; print('aten cpu capability:', torch.backends.cpu.get_cpu_capability()); "
+             "torch.nn.functional.conv2d(torch.ones(1, 1, 64, 64), torch.ones(16, 1, 3, 3), padding=1)",
+}
+
+
+def isa_in_use(framework: str, isa: str) -> list[str]:
+    """What each framework reports about the ISA it uses under the cap (oneDNN's own verbose log)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", ONEDNN_VERBOSE="1", **ISA_CAPS[isa])
+    out = subprocess.run([sys.executable, "-c", PROBE[framework]], env=env, capture_output=True, text=True,
+                         timeout=300)
+    lines = (out.stdout + out.stderr).splitlines()
+    return sorted({line.strip() for line in lines if "isa:" in line or "capability" in line})
+
+
 def measure(cell: str, path: str, args) -> float:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **CELLS[cell][3])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **CELLS[cell][3], **ISA_CAPS[args.isa])
     cmd = [sys.executable, os.path.abspath(__file__), "--child", cell, "--features", path, "--epochs",
            str(args.epochs), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
@@ -156,10 +175,16 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both frameworks (default: all)")
     p.add_argument("--cells", nargs="+", choices=list(CELLS), default=list(CELLS))
-    p.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "speed.json"))
+    p.add_argument("--isa", choices=tuple(ISA_CAPS), default="native",
+                   help="avx2: cap both frameworks at AVX2 (oneDNN and ATen), to measure an AVX2-only CPU on a newer "
+                        "one; the cap each framework reports is recorded (default: %(default)s)")
+    p.add_argument("--json", default=None, help="results file (default: bench/results/speed.json, or "
+                                                 "speed_avx2.json with --isa avx2)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--features", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.json = args.json or os.path.join(ROOT, "bench", "results", "speed.json" if args.isa == "native"
+                                          else f"speed_{args.isa}.json")
     if args.child:
         child(args)
         return {}
@@ -170,6 +195,10 @@ def main(argv=None) -> dict:
         print("PyTorch is not installed (pip install -r requirements-bench.txt): Keras cells only")
     else:
         cells = args.cells
+    frameworks = sorted({CELLS[c][0] for c in cells})
+    isa = {f: isa_in_use(f, args.isa) for f in frameworks}
+    for f, lines in isa.items():
+        print(f"[speed] {f} with --isa {args.isa}: " + ("; ".join(lines) or "no ISA line reported"), flush=True)
     rates: dict[str, list[float]] = {c: [] for c in cells}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "features.npz")
@@ -179,9 +208,16 @@ def main(argv=None) -> dict:
                 rates[cell].append(measure(cell, path, args))
                 print(f"[speed] round {r + 1}/{args.rounds} {cell:<26} {rates[cell][-1]:8.1f} examples/s", flush=True)
     summary = {c: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v} for c, v in rates.items()}
-    result = {"cpu": cpu_info(), "notes": n, "batch_size": args.batch_size, "threads": args.threads,
+    result = {"cpu": cpu_info(), "isa_cap": args.isa, "isa_reported": isa, "notes": n, "batch_size": args.batch_size,
+              "threads": args.threads,
               "epochs_timed": args.epochs, "rounds": args.rounds,
               "examples_per_s": {c: round(s["median"], 1) for c, s in summary.items()}, "cells": summary}
+    if "keras float32 steps32" in summary:
+        steps = [s / k for s, k in zip(rates["keras float32 steps32"], rates["keras float32"])]
+        result["steps32_over_steps1"] = round(statistics.median(steps), 3)
+    if "torch float32" in summary and "keras float32 steps32" in summary:
+        ratios = [k / t for k, t in zip(rates["keras float32 steps32"], rates["torch float32"])]
+        result["keras_steps32_over_torch_float32"] = round(statistics.median(ratios), 3)
     if "torch float32" in summary:
         ratios = [k / t for k, t in zip(rates["keras float32"], rates["torch float32"])]  # same round, side by side
         result["keras_over_torch_float32"] = round(statistics.median(ratios), 3)

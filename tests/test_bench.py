@@ -60,6 +60,18 @@ def test_speed_bench_compares_keras_and_pytorch_side_by_side(data_dir, tmp_path)
     assert out.exists() and result["cpu"]["avx512_bf16"] == ("avx512_bf16" in cpu_flags())
 
 
+def test_speed_bench_caps_the_isa_and_times_steps_per_execution(data_dir, tmp_path):
+    """--isa avx2 caps oneDNN whatever the CPU, and the cap is read back from oneDNN's own log."""
+    import speed
+
+    result = speed.main(["--data-dir", data_dir, "--max-examples", "32", "--rounds", "1", "--epochs", "1",
+                         "--cells", "keras float32", "keras float32 steps32", "--isa", "avx2",
+                         "--json", str(tmp_path / "speed.json")])
+    assert result["isa_cap"] == "avx2" and any("isa:Intel AVX2" in line for line in result["isa_reported"]["keras"])
+    assert not any("AVX-512" in line for line in result["isa_reported"]["keras"])
+    assert result["steps32_over_steps1"] > 0 and json.load(open(tmp_path / "speed.json"))["isa_cap"] == "avx2"
+
+
 @pytest.mark.slow
 def test_predict_memory_bench_streams_long_recordings(tmp_path):
     import predict_memory
