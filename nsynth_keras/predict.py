@@ -24,7 +24,8 @@ import sys
 from nsynth_keras.cli import make_parser, positive_float, run_command
 from nsynth_keras.core.config import FAMILIES
 from nsynth_keras.core.files import atomic_path, check_output_file
-from nsynth_keras.deploy.inference import SAVED_MODEL_WARNING, classify_files, csv_text, load_classifier, wav_files
+from nsynth_keras.deploy.inference import SAVED_MODEL_WARNING, load_classifier
+from nsynth_keras.deploy.prediction import classify_files, csv_text, wav_files
 from nsynth_keras.models.runs import looks_like_model, run_or_pretrained
 
 

@@ -12,8 +12,9 @@ import pytest
 from nsynth_keras.data.audio import read_wav
 from nsynth_keras.data.datasets import DataSpec
 from nsynth_keras.data.features import DEFAULT_FRONTEND, FRONTEND, Frontend, log_mel
-from nsynth_keras.deploy.inference import TFLiteClassifier, classify_files, load_classifier
+from nsynth_keras.deploy.inference import TFLiteClassifier, load_classifier
 from nsynth_keras.deploy.ondevice import check_run
+from nsynth_keras.deploy.prediction import classify_files
 from nsynth_keras.deploy.tflite import export_run
 from nsynth_keras.models.cnn import build_baseline
 from nsynth_keras.models.runs import RunError, RunFolder

@@ -23,7 +23,7 @@ from nsynth_keras.core.errors import DataError
 from nsynth_keras.data.audio import AudioError, probe_wav, read_wav
 from nsynth_keras.data.datasets import DataSpec, table_dataset
 from nsynth_keras.data.notes import Filters, read_examples
-from nsynth_keras.deploy import inference, tflite
+from nsynth_keras.deploy import prediction, tflite
 from nsynth_keras.learn.training import StopOnNonFinite, TrainConfig, fit_callbacks, prepare_run_folder
 from nsynth_keras.learn.tuning import SearchConfig, project_lock, search
 from nsynth_keras.models.cnn import build_baseline
@@ -289,7 +289,7 @@ def test_model_file_mistakes_get_clear_errors(trained_run, data_dir, tmp_path, r
 
 
 def test_predict_reads_files_in_batches_in_order(trained_run, real_wav, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(inference, "BATCH", 2)
+    monkeypatch.setattr(prediction, "BATCH", 2)
     files = []
     for i in range(5):
         files.append(str(tmp_path / f"n{i}.wav"))
