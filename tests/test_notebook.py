@@ -33,13 +33,17 @@ def test_notebook_shows_the_homework_steps_inline():
         assert hidden not in source, hidden
 
 
-def run_notebook(data_dir: str, runs_dir, monkeypatch) -> nbformat.NotebookNode:
+def run_notebook(data_dir: str, runs_dir, monkeypatch, model_cell: str | None = None) -> nbformat.NotebookNode:
+    """Execute the notebook; ``model_cell``: a student's own make_model() in place of the homework's."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     monkeypatch.setenv("NSYNTH_DATA_DIR", os.path.abspath(data_dir))
     monkeypatch.setenv("NSYNTH_RUNS_DIR", str(runs_dir))
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    if model_cell is not None:
+        cell = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def make_model():"))
+        cell.source = model_cell + cell.source[cell.source.index("\n\n\nmodel = make_model()"):]
     client = NotebookClient(nb, timeout=900, kernel_name="python3",
                             resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}})
     try:
@@ -85,6 +89,39 @@ def test_notebook_executes_without_error(data_dir, tmp_path, monkeypatch):
     assert os.path.exists(tmp_path / "walkthrough-student" / "model_waveform.tflite")  # the student model, exported
     assert "every model agrees with Keras within its threshold" in text
     assert not os.path.exists(tmp_path / "mels_by_family.png")  # plots stay in the notebook
+    check_stated_numbers(nb, data_dir)
+    # The frontend and the metrics in the open, compared with the package's (printed, not asserted, in the notebook)
+    gap = float(re.search(r"largest difference from the package's log_mel on the \d+ notes above: (\S+)", text)[1])
+    assert gap < 1e-5
+    assert "agree: accuracy True, confusion counts True, recall of each family True" in text
+    # Try this: batch normalisation. After a FAST run's few steps the default momentum fails, 0.9 does not.
+    assert re.search(r"momentum 0\.99, \d+ steps: .* NOT HEALTHY: .*BatchNormalization is not ready", text)
+    assert re.search(r"momentum 0\.9, \d+ steps: .*: healthy", text)
+
+
+# A student's edit that breaks inference: BatchNormalization after every Conv2D (default momentum) and a stride-2
+# conv in place of the last pooling. After a FAST run's few steps its moving averages have not caught up.
+BATCHNORM_MODEL = '''def make_model():
+    model = keras.Sequential([keras.Input(shape=config.INPUT_SHAPE)])
+    for filters in (16, 32, 64, 128):
+        model.add(layers.Conv2D(filters, 3, padding="same", strides=2 if filters == 128 else 1))
+        model.add(layers.BatchNormalization())
+        model.add(layers.ReLU())
+        if filters != 128:
+            model.add(layers.MaxPooling2D(2))
+    model.add(layers.Flatten())
+    model.add(layers.Dense(config.NUM_CLASSES, activation="softmax"))
+    return model'''
+
+
+@pytest.mark.slow
+def test_notebook_with_a_batchnorm_edit_names_the_failure_and_draws_no_lesson(data_dir, tmp_path, monkeypatch):
+    nb = run_notebook(data_dir, tmp_path, monkeypatch, model_cell=BATCHNORM_MODEL)
+    text = printed(nb)
+    assert "Health check: NOT HEALTHY" in text and "BatchNormalization is not ready for inference" in text
+    assert "(a gain;" not in text and "(a loss;" not in text and "within the noise" not in text  # no lessons
+    assert "your CNN + rendered notes" in text and "homework CNN" not in text
+    assert "This notebook ran in" in text
     check_stated_numbers(nb, data_dir)
 
 
