@@ -72,6 +72,19 @@ def test_speed_bench_caps_the_isa_and_times_steps_per_execution(data_dir, tmp_pa
     assert result["steps32_over_steps1"] > 0 and json.load(open(tmp_path / "speed.json"))["isa_cap"] == "avx2"
 
 
+def test_ensemble_bench_scores_members_and_their_average(trained_run, data_dir, tmp_path):
+    import ensemble
+
+    out = tmp_path / "ensemble.json"
+    result = ensemble.main([trained_run, trained_run, "--name", "twice", "--data-dir", data_dir, "--json", str(out)])
+    for split in ("valid", "test"):
+        rows = result["splits"][split]
+        assert {"all", "novel"} <= set(rows) and (split == "valid" or "other_copies" in rows)
+        for row in rows.values():  # two copies of one model: the average is the model
+            assert len(row["members"]) == 2 and row["members_std"] == 0 and row["ensemble"] == row["members"][0]
+    assert json.load(open(out))["twice"]["members"] == [os.path.basename(trained_run)] * 2
+
+
 @pytest.mark.slow
 def test_predict_memory_bench_streams_long_recordings(tmp_path):
     import predict_memory

@@ -1,0 +1,75 @@
+"""An ensemble of seeds, measured: the runs of one configuration (e.g. the 3 seeds that bench/accuracy.py keeps
+with --keep DIR) scored alone and with their probabilities averaged, on valid and test, full split and the
+novel and other-copy notes (the twin audit), side by side.
+
+    python bench/accuracy.py --only NAME --seeds 0 1 2 --keep ~/runs/NAME
+    python bench/ensemble.py ~/runs/NAME/*-seed* --name NAME      # writes bench/results/ensemble.json
+
+An ensemble costs its member count in size and latency; it pays only if it beats the members' mean by more than
+their spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
+from nsynth_keras.core.files import read_json, write_json  # noqa: E402
+from nsynth_keras.deploy.inference import load_classifier  # noqa: E402
+from nsynth_keras.reports.evaluation import generalisation, predict_split, report  # noqa: E402
+
+PARTS = ("all", "novel", "other_copies")
+
+
+def scores(spec, split: str, y: np.ndarray, probs: np.ndarray, notes: list[str]) -> dict[str, float | None]:
+    """Accuracy on the whole split, its novel notes and its notes of other copies."""
+    r = {"all": report(y, probs)["accuracy"]}
+    g = generalisation(spec, split, y, probs, notes)
+    r.update({part: g[part].get("accuracy") for part in PARTS[1:] if part in g})
+    return r
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="run folders (the members)")
+    p.add_argument("--name", default="ensemble", help="the configuration's name in the results (default: %(default)s)")
+    add_data_args(p)
+    p.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                  "ensemble.json"))
+    args = p.parse_args(argv)
+    spec = spec_from_args(args)
+    members = [load_classifier(run) for run in args.runs]
+    result = {"members": [os.path.basename(os.path.normpath(r)) for r in args.runs], "splits": {}}
+    for split in ("valid", "test"):
+        member_scores, all_probs = [], []
+        for clf in members:
+            y, _, probs, notes = predict_split(clf, spec, split)
+            all_probs.append(probs)
+            member_scores.append(scores(spec, split, y, probs, notes))
+        together = scores(spec, split, y, np.mean(all_probs, axis=0), notes)
+        rows = {}
+        for part in PARTS:
+            values = [s[part] for s in member_scores if s.get(part) is not None]
+            if not values:
+                continue
+            rows[part] = {"members": values, "members_mean": statistics.mean(values),
+                          "members_std": statistics.pstdev(values), "ensemble": together[part]}
+            print(f"[ensemble] {split:5} {part:12} members {statistics.mean(values):.3f} "
+                  f"+-{statistics.pstdev(values):.3f} ({', '.join(f'{v:.3f}' for v in values)})  "
+                  f"ensemble {together[part]:.3f}", flush=True)
+        result["splits"][split] = rows
+    results = read_json(args.json) if os.path.isfile(args.json) else {}
+    results[args.name] = result
+    write_json(args.json, results)
+    return result
+
+
+if __name__ == "__main__":
+    main()
