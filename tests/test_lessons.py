@@ -20,12 +20,19 @@ RISING = {"accuracy": [0.30, 0.45, 0.55, 0.62, 0.66, 0.70], "val_accuracy": [0.3
 LOW = {"accuracy": [0.12, 0.13, 0.15, 0.16, 0.17, 0.18], "val_accuracy": [0.10, 0.12, 0.11, 0.13, 0.14, 0.15],
        "val_loss": [2.4, 2.35, 2.3, 2.3, 2.28, 2.27]}
 
+# The BatchNorm edit (default momentum), FAST: train 0.75 -> 1.00 while valid sits at chance, val_loss 2.42 -> 3.85.
+BROKEN = {"accuracy": [0.7454, 0.9826, 0.9988, 0.9988, 1.0, 1.0], "val_accuracy": [0.125, 0.1, 0.1, 0.1, 0.1, 0.1],
+          "val_loss": [2.4184, 2.7806, 3.2395, 3.5648, 3.8516, 3.8541]}
+
 
 def test_the_curve_reader_says_what_the_numbers_say():
     assert read_curves(OVERFIT).startswith("over-fitting") and "1.28" in read_curves(OVERFIT)
     assert read_curves(HALVED).startswith("over-fitting")
     assert read_curves(RISING).startswith("still learning") and "0.53 -> 0.63" in read_curves(RISING)
     assert read_curves(LOW).startswith("under-fitting")
+    broken = read_curves(BROKEN)
+    assert broken.startswith("not learning anything that carries over") and "never rose above 0.12" in broken
+    assert "over-fitting" not in broken.split(".")[0]
 
 
 def test_a_broken_batchnorm_model_is_named_before_any_lesson():

@@ -119,6 +119,7 @@ def test_notebook_with_a_batchnorm_edit_names_the_failure_and_draws_no_lesson(da
     nb = run_notebook(data_dir, tmp_path, monkeypatch, model_cell=BATCHNORM_MODEL)
     text = printed(nb)
     assert "Health check: NOT HEALTHY" in text and "BatchNormalization is not ready for inference" in text
+    assert "not learning anything that carries over" in text  # the curves are not read as over-fitting
     assert "(a gain;" not in text and "(a loss;" not in text and "within the noise" not in text  # no lessons
     assert "your CNN + rendered notes" in text and "homework CNN" not in text
     assert "This notebook ran in" in text

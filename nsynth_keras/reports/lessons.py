@@ -15,7 +15,8 @@ RISE = 0.01  # accuracy change that counts as rising (or falling) over the last 
 
 
 def read_curves(history: dict[str, list[float]]) -> str:
-    """One sentence on a run's curves. Over-fitting (train accuracy high and climbing while valid loss rises or
+    """One sentence on a run's curves. A valid accuracy that never leaves chance while training succeeds is named
+    first (no curve reading holds then); over-fitting (train accuracy high and climbing while valid loss rises or
     valid accuracy falls at the end) is checked before "still rising", which needs valid accuracy to rise at the
     end; under-fitting when both stay low."""
     train, valid = history["accuracy"], history["val_accuracy"]
@@ -26,6 +27,12 @@ def read_curves(history: dict[str, list[float]]) -> str:
     valid_change = valid[-1] - valid[end]
     loss_change = val_loss[-1] - min(val_loss) if val_loss else 0.0
     gap = train[-1] - valid[-1]
+    near_chance = 2.5 / NUM_CLASSES
+    if max(valid) < near_chance <= train[-1]:
+        return (f"not learning anything that carries over: train accuracy reached {train[-1]:.2f} while valid "
+                f"accuracy never rose above {max(valid):.2f}, near chance. That is not over-fitting but a model "
+                "that fails on any note it did not train on (a layer that behaves differently in inference, such "
+                "as BatchNormalization, or labels out of order): see the health check below")
     if n >= 2 and gap > 0.1 and (loss_change > 0.05 or valid_change < -RISE or best < end):
         if loss_change > 0.05:
             why = f"valid loss rose from its lowest {min(val_loss):.2f} to {val_loss[-1]:.2f}"
