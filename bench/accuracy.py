@@ -186,7 +186,14 @@ def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict 
                 + (f", augmentations {', '.join(settings['augment'])}" if settings["augment"] else "")
                 + (f", the recording chain on {settings['recording_chain']:.0%} of the training notes each epoch"
                    if settings.get("recording_chain") else ""))
-    train_notes = ", ".join(f"{n} from {os.path.basename(k)}" for k, n in config["train_notes_by_folder"].items())
+    folders = {os.path.basename(k).removesuffix(" (pretraining)"): n
+               for k, n in config["train_notes_by_folder"].items()}
+    real = os.path.basename(os.path.normpath(config["data"]["data_dir"]))
+    rendered = ", ".join(f"{n:,} from {k}" for k, n in folders.items() if k != real)
+    trained_on = (f"{config['notes']['pretrain']:,} rendered notes first ({rendered}; {settings['pretrain_epochs']} "
+                  f"epochs), then the {folders.get(real, config['notes']['train']):,} real notes of {real}"
+                  if config["notes"].get("pretrain") else
+                  f"{config['notes']['train']:,} notes: " + ", ".join(f"{n:,} from {k}" for k, n in folders.items()))
 
     def row(split: str, r: dict) -> str:
         part = r.get("other_copies")
@@ -208,7 +215,7 @@ instrument family (11 NSynth families) of one isolated 4-second note, from a 64x
 takes log-mels `[batch, 64, 64, 1]`; `model_waveform.tflite` takes 16 kHz mono audio `[1, 64000]` with the
 frontend inside and carries TFLite Metadata (labels, audio properties), for MediaPipe and the demo page.
 
-**Trained on** {config["notes"]["train"]} notes: {train_notes}. `nsynth` is the shared NSynth subset (40 instruments;
+**Trained on** {trained_on}. `nsynth` is the shared NSynth subset (40 instruments;
 CC BY 4.0); any other folder holds notes rendered by `python -m nsynth_keras.render` (bench/README.md says how).
 {training}. Best epoch chosen on the {valid["num_notes"]} valid notes; precision {config["precision_policy"]}.
 
