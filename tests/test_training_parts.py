@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -104,3 +108,14 @@ def test_the_recording_chain_colours_a_note_and_each_epoch_draws_anew(tiny_nsynt
                            wave_augment=make_wave_augment(1.0))
     first, second = (next(iter(ds))[0].numpy() for _ in range(2))
     assert first.shape == (6, 64, 64, 1) and not np.allclose(np.sort(first.ravel()), np.sort(second.ravel()))
+
+
+def test_checking_a_config_runs_no_tensorflow_op():
+    """A multi-worker strategy must configure TF's collectives before any op: validate() builds nothing."""
+    code = ("from nsynth_keras.learn.training import TrainConfig\n"
+            "TrainConfig().validate(); TrainConfig(model='cnn', filters=(8, 16)).validate()\n"
+            "from tensorflow.python.eager import context\n"
+            "print('TF context initialised:', context.context()._initialized)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert "TF context initialised: False" in out.stdout, out.stdout[-500:] + out.stderr[-1500:]

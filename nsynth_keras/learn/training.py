@@ -37,7 +37,7 @@ from nsynth_keras.data.features import AUGMENTATIONS, FRONTEND, make_augment, ma
 from nsynth_keras.data.pipeline import split_features
 from nsynth_keras.deploy import tflite
 from nsynth_keras.learn import distributed
-from nsynth_keras.models.cnn import HOMEWORK, MODELS
+from nsynth_keras.models.cnn import HOMEWORK, MODELS, check_model_settings
 from nsynth_keras.models.runs import DivergedError, RunError, RunFolder, check_run_name, package_versions
 from nsynth_keras.reports import plots
 
@@ -136,7 +136,8 @@ class TrainConfig:
                 raise RunError(message)
         if self.run_name is not None:
             check_run_name(self.run_name)
-        self.build_model()  # a configuration that shrinks to nothing fails here, before any data is read
+        # A configuration that shrinks to nothing fails here, before any data is read or any TF op runs.
+        check_model_settings(self.model, dataclasses.asdict(self))
 
     def build_model(self) -> keras.Model:
         """This run's network, built and uncompiled (models.cnn.MODELS)."""

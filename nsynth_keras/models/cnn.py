@@ -17,16 +17,28 @@ HOMEWORK = {"filters": (16, 32, 64, 128), "kernel_size": 3, "padding": "same", "
 # from a [64, 64, 1] log-mel to 11 family probabilities. Adding an architecture: one function with @model_kind
 # (its name becomes a --model choice); training, tuning's best-trial rerun and every export build it from here.
 MODELS: dict[str, Callable[[dict], keras.Model]] = {}
+# name -> a check of the settings that builds nothing (no TensorFlow op may run before a multi-worker strategy
+# configures TF's collectives), raising ValueError for settings the model cannot be built from.
+CHECKS: dict[str, Callable[[dict], object]] = {}
 CNN_ARGS = ("filters", "kernel_size", "padding", "strides", "dropout", "dense_units", "batch_norm", "global_pool",
             "weight_decay")
 
 
-def model_kind(name: str) -> Callable[[Callable[[dict], keras.Model]], Callable[[dict], keras.Model]]:
+def model_kind(name: str, check: Callable[[dict], object] | None = None
+               ) -> Callable[[Callable[[dict], keras.Model]], Callable[[dict], keras.Model]]:
     def register(fn: Callable[[dict], keras.Model]) -> Callable[[dict], keras.Model]:
         MODELS[name] = fn
+        if check is not None:
+            CHECKS[name] = check
         return fn
 
     return register
+
+
+def check_model_settings(name: str, settings: dict) -> None:
+    """Refuse settings model ``name`` cannot be built from, without building it (ValueError)."""
+    if name in CHECKS:
+        CHECKS[name](settings)
 
 
 @model_kind("baseline")
@@ -35,7 +47,7 @@ def baseline(settings: dict) -> keras.Sequential:
     return build_baseline()
 
 
-@model_kind("cnn")
+@model_kind("cnn", check=lambda s: feature_map_sizes(s["filters"], s["kernel_size"], s["padding"], s["strides"]))
 def cnn(settings: dict) -> keras.Sequential:
     """build_cnn configured by the architecture flags (--filters, --kernel-size, ...)."""
     return build_cnn(**{k: settings[k] for k in CNN_ARGS})
