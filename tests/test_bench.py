@@ -72,6 +72,15 @@ def test_speed_bench_caps_the_isa_and_times_steps_per_execution(data_dir, tmp_pa
     assert result["steps32_over_steps1"] > 0 and json.load(open(tmp_path / "speed.json"))["isa_cap"] == "avx2"
 
 
+
+def test_the_isa_cap_reaches_onednn(monkeypatch):
+    """On an AVX2-only machine the avx2 cap changes nothing, so cap lower: oneDNN must report the capped ISA."""
+    import speed
+
+    monkeypatch.setitem(speed.ISA_CAPS, "sse41", {"ONEDNN_MAX_CPU_ISA": "SSE41"})
+    assert any("isa:Intel SSE4.1" in line for line in speed.isa_in_use("keras", "sse41"))
+
+
 def test_ensemble_bench_scores_members_and_their_average(trained_run, data_dir, tmp_path):
     import ensemble
 

@@ -4,6 +4,7 @@ the commands without data flags answer --help without TensorFlow; one door (nsyn
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import subprocess
 import sys
@@ -39,7 +40,9 @@ def imports(path: str) -> set[str]:
     return found
 
 
+@functools.cache
 def modules() -> dict[str, str]:
+    """Every module of the package -> its file (read once: imports() asks for every file)."""
     out = {}
     for folder, _, files in os.walk(PACKAGE):
         for name in files:
