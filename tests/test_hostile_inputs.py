@@ -14,7 +14,7 @@ import soundfile as sf
 
 from nsynth_keras import evaluate, predict, render, train, tune
 from nsynth_keras.core.config import INPUT_SHAPE, NUM_SAMPLES, SAMPLE_RATE
-from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.errors import DataError, SettingsError
 from nsynth_keras.data.datasets import DataSpec, make_dataset
 from nsynth_keras.deploy.tflite import write_tflite
 from nsynth_keras.learn.training import TrainConfig
@@ -249,7 +249,7 @@ def test_render_cleans_a_killed_writes_leftovers_and_bounds_its_numbers(tmp_path
             render.main(["--out", str(tmp_path / "s"), *flags])
         assert stop.value.code == 2 and message in capsys.readouterr().err
     # The same bounds hold for a config made in code (the declaration is the one source)
-    with pytest.raises(DataError, match="--synth: 1001 must be at most 1000"):
+    with pytest.raises(SettingsError, match="--synth: 1001 must be at most 1000"):
         render_notes(RenderConfig(str(tmp_path / "s"), synth=1001))
     assert not (tmp_path / "s" / "nsynth-train" / "render.json").exists()
 

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from nsynth_keras import render, train
 from nsynth_keras.core.config import FAMILIES, NUM_SAMPLES, SAMPLE_RATE
-from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.errors import DataError, SettingsError
 from nsynth_keras.data.audio import probe_wav
 from nsynth_keras.data.datasets import DataSpec, make_dataset
 from nsynth_keras.data.notes import Filters, read_examples
@@ -137,5 +137,5 @@ def test_train_mixes_and_pretrains_on_rendered_notes(rendered, data_dir, tmp_pat
 def test_render_config_validation(tmp_path):
     for fields, message in (({"pitch_step": 0}, "--pitch-step"), ({"velocities": (0,)}, "--velocities"),
                             ({"split": "dev"}, "--split")):
-        with pytest.raises(DataError, match=message):
+        with pytest.raises(SettingsError, match=message):
             render_notes(RenderConfig(str(tmp_path), **fields))

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from nsynth_keras import evaluate, export, predict, tflite_check, train, tune
 from nsynth_keras.core.config import NUM_SAMPLES
-from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.errors import DataError, SettingsError
 from nsynth_keras.data.audio import AudioError, probe_wav, read_wav
 from nsynth_keras.data.datasets import DataSpec, table_dataset
 from nsynth_keras.data.notes import Filters, read_examples
@@ -76,8 +76,16 @@ def test_out_that_is_a_file_or_bad_flag_values_are_one_line_errors(tmp_path, cap
             train.main([*flags, "--out", str(tmp_path)])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.strip().splitlines()[-1].endswith(message)
-    with pytest.raises(RunError, match="--dropout: 1.5 must be below 1"):  # the library checks configs made in code
+    # The library checks configs made in code, and every config's settings fail the same way
+    with pytest.raises(SettingsError, match="--dropout: 1.5 must be below 1"):
         TrainConfig(dropout=1.5).validate()
+    from nsynth_keras.learn.tuning import SearchConfig
+    from nsynth_keras.sounds.rendering import RenderConfig
+
+    for config, message in ((SearchConfig(str(tmp_path / "p"), max_trials=0), "--max-trials: 0 must be at least 1"),
+                            (RenderConfig(str(tmp_path / "r"), pitch_step=0), "--pitch-step: 0 must be at least 1")):
+        with pytest.raises(SettingsError, match=message):
+            config.validate()
 
 
 def test_a_failed_train_leaves_no_partial_folder(tmp_path, capsys):
@@ -108,7 +116,36 @@ def test_resume_only_with_the_same_settings_and_overwrite_clears_the_partial(tmp
 def test_an_epoch_is_logged_before_its_backup_marks_it_done(tmp_path):
     callbacks = fit_callbacks(RunFolder(str(tmp_path)), "r", False, patience=2)
     kinds = [type(c).__name__ for c in callbacks]
-    assert kinds[-1] == "BackupAndRestore" and kinds.index("CSVLogger") < kinds.index("BackupAndRestore")
+    assert kinds[-1] == "Backup" and kinds.index("CSVLogger") < kinds.index("Backup")
+
+
+def test_weights_cut_off_mid_write_leave_the_last_good_file(tmp_path, monkeypatch):
+    """The best and backup weights go through a temporary name: a kill during a save (here an interrupt after half
+    a file) leaves the last good file, which still loads (Keras wrote in place, and a resumed run failed on it)."""
+    from nsynth_keras.learn.training import Backup
+    from nsynth_keras.models.cnn import build_baseline
+    from nsynth_keras.models.runs import save_weights
+
+    model = build_baseline()
+    path = str(tmp_path / "best.weights.h5")
+    save_weights(model, path)
+    good = open(path, "rb").read()
+
+    def killed_mid_write(self, filepath, **kwargs):
+        open(filepath, "wb").write(good[: len(good) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(model), "save_weights", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_weights(model, path)
+    backup = Backup(str(tmp_path / "backup"))
+    backup.set_model(model)
+    with pytest.raises(KeyboardInterrupt):
+        backup._save_model()
+    monkeypatch.undo()
+    assert open(path, "rb").read() == good
+    model.load_weights(path)
+    assert not os.path.exists(tmp_path / "backup" / "latest.weights.h5")  # no half file under the backup's name
 
 
 def test_a_diverging_run_stops_with_an_error_and_leaves_nothing(data_dir, tmp_path, capsys):
@@ -317,7 +354,7 @@ def test_tune_limits_are_validated_and_a_project_has_one_process(tmp_path, data_
         with pytest.raises(SystemExit):
             tune.main(["--data-dir", data_dir, "--project", str(tmp_path / "p"), "--algorithm", "random", *flags])
         assert message in capsys.readouterr().err
-    with pytest.raises(DataError, match="--max-trials: 0 must be at least 1"):
+    with pytest.raises(SettingsError, match="--max-trials: 0 must be at least 1"):
         SearchConfig(max_trials=0).validate()
     project = tmp_path / "locked"
     project.mkdir()

@@ -11,6 +11,10 @@ class DataError(ProjectError):
     """A data source that cannot be read; the message says what to do."""
 
 
+class SettingsError(ProjectError):
+    """A setting (flag, config.json field or config made in code) out of its bounds or at odds with another."""
+
+
 class RunError(ProjectError):
     """A run folder, model file or output path that cannot be used."""
 

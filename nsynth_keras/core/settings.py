@@ -17,6 +17,8 @@ import types
 import typing
 from typing import Any
 
+from nsynth_keras.core.errors import SettingsError
+
 META = "flag"  # the metadata key of a field that is a flag
 
 
@@ -186,29 +188,30 @@ def value_error(f: dataclasses.Field, hint, value) -> str | None:
 
 def check_fields(config: Any, where: str = "") -> None:
     """Every setting field of a config has a valid value (type, bounds, choices), as its flag would;
-    a ValueError names the field (``where`` prefixes it: a file's key path)."""
+    a SettingsError names the field (``where`` prefixes it: a file's key path)."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         if META in f.metadata:
             problem = value_error(f, hints[f.name], getattr(config, f.name))
             if problem:
                 name = f"{where}{f.name}" if where else flag_name(f)
-                raise ValueError(f"{name}: {problem}")
+                raise SettingsError(f"{name}: {problem}")
 
 
 def from_dict(cls, values: Any, where: str = "") -> Any:
     """A config from a recorded dict (config.json), checked field by field exactly like its flags:
     unknown keys and wrong types refused by name (``where``: the key path shown, e.g. "config.json settings.")."""
     if not isinstance(values, dict):
-        raise ValueError(f"{where.rstrip('.') or cls.__name__}: expected a JSON object, got {json.dumps(values)[:40]}")
+        raise SettingsError(f"{where.rstrip('.') or cls.__name__}: expected a JSON object, got "
+                            f"{json.dumps(values)[:40]}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"{where.rstrip('.') or cls.__name__}: unknown settings {', '.join(unknown)}")
+        raise SettingsError(f"{where.rstrip('.') or cls.__name__}: unknown settings {', '.join(unknown)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name, value in values.items():
         problem = value_error(fields[name], hints[name], value)
         if problem:
-            raise ValueError(f"{where}{name}: {problem}")
+            raise SettingsError(f"{where}{name}: {problem}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

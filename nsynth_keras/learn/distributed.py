@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from nsynth_keras.core.config import NUM_CLASSES
 from nsynth_keras.core.files import append_history, read_history
-from nsynth_keras.models.runs import DivergedError, RunFolder
+from nsynth_keras.models.runs import DivergedError, RunFolder, save_weights
 
 
 def _metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -109,7 +109,7 @@ def fit(
         best, since_best = (val["accuracy"], 0) if improved else (best, since_best + 1)
         if is_chief:
             if improved:
-                model.save_weights(run.best_weights)
+                save_weights(model, run.best_weights)
             append_history(run.history_csv, row)
             for part, prefix in (("train", ""), ("validation", "val_")):
                 with writers[part].as_default(step=epoch):

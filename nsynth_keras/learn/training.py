@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from nsynth_keras.core.config import DEFAULT_RUNS_DIR, FAMILIES, NUM_CLASSES
-from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.errors import DataError, SettingsError
 from nsynth_keras.core.files import (
     check_free_space,
     check_output_dir,
@@ -38,7 +38,14 @@ from nsynth_keras.data.pipeline import split_features
 from nsynth_keras.deploy import tflite
 from nsynth_keras.learn import distributed
 from nsynth_keras.models.cnn import HOMEWORK, MODELS, check_model_settings
-from nsynth_keras.models.runs import DivergedError, RunError, RunFolder, check_run_name, package_versions
+from nsynth_keras.models.runs import (
+    DivergedError,
+    RunError,
+    RunFolder,
+    check_run_name,
+    package_versions,
+    save_weights,
+)
 from nsynth_keras.reports import plots
 
 PRECISIONS = {"off": "float32", "on": "mixed_float16", "bf16": "mixed_bfloat16"}
@@ -121,10 +128,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Each field against its declaration (type, bounds, choices: settings.check_fields), then the rules
         between fields."""
-        try:
-            check_fields(self)
-        except ValueError as err:
-            raise RunError(str(err)) from None
+        check_fields(self)
         checks = [
             (not self.finetune_extra or self.pretrain_epochs, "--finetune-extra goes with --pretrain-epochs"),
             (not (self.pretrain_epochs and self.strategy == "multiworker"),
@@ -133,11 +137,14 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise RunError(message)
+                raise SettingsError(message)
         if self.run_name is not None:
             check_run_name(self.run_name)
         # A configuration that shrinks to nothing fails here, before any data is read or any TF op runs.
-        check_model_settings(self.model, dataclasses.asdict(self))
+        try:
+            check_model_settings(self.model, dataclasses.asdict(self))
+        except ValueError as err:
+            raise SettingsError(f"--model {self.model}: {err}") from None
 
     def build_model(self) -> keras.Model:
         """This run's network, built and uncompiled (models.cnn.MODELS)."""
@@ -230,7 +237,7 @@ def make_strategy(name: str) -> tuple[tf.distribute.Strategy, int, int]:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         return strategy, len(tf_config["cluster"]["worker"]), int(tf_config["task"]["index"])
     if name != "default":
-        raise RunError(f"--strategy {name!r}: choose default, mirrored or multiworker")
+        raise SettingsError(f"--strategy {name!r}: choose default, mirrored or multiworker")
     return tf.distribute.get_strategy(), 1, 0
 
 
@@ -259,17 +266,40 @@ class StopOnNonFinite(keras.callbacks.Callback):
                                                f"batch {batch + 1}")
 
 
+class KeepBest(keras.callbacks.Callback):
+    """ModelCheckpoint(save_best_only=True, save_weights_only=True) on val_accuracy, written atomically."""
+
+    def __init__(self, path: str, best: float = -math.inf):
+        super().__init__()
+        self.path, self.best = path, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("val_accuracy")
+        if value is not None and value > self.best:
+            self.best = float(value)
+            save_weights(self.model, self.path)
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose weights and epoch record are each written atomically: Keras 3.15 writes
+    latest.weights.h5 in place, and a kill in the middle left a file no resume could open ("bad object header
+    version number"). A kill between the two files reruns the epoch from its end weights: one epoch trained twice,
+    not a broken run."""
+
+    def _save_model(self):  # Keras 3.15's hook for the per-epoch save
+        save_weights(self.model, self._weights_path)
+        write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+
 def fit_callbacks(run: RunFolder, run_name: str, resuming: bool, patience: int) -> list:
     """Stop on NaN, keep the best epoch on valid, a per-epoch CSV log, TensorBoard, resume after a kill.
 
     BackupAndRestore comes last: an epoch is logged before its backup marks it finished, so a
     kill between the two reruns that epoch (the log keeps its last row) instead of losing it.
     """
-    checkpoint = keras.callbacks.ModelCheckpoint(run.best_weights, monitor="val_accuracy", save_best_only=True,
-                                                 save_weights_only=True)
     earlier = read_history(run.history_csv).get("val_accuracy")
-    if resuming and earlier:
-        checkpoint.best = max(earlier)  # a resumed run keeps its best epoch so far
+    # A resumed run keeps its best epoch so far
+    checkpoint = KeepBest(run.best_weights, max(earlier) if resuming and earlier else -math.inf)
     callbacks = [
         StopOnNonFinite(run_name),
         checkpoint,
@@ -278,7 +308,7 @@ def fit_callbacks(run: RunFolder, run_name: str, resuming: bool, patience: int) 
     ]
     if patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=patience))
-    callbacks.append(keras.callbacks.BackupAndRestore(run.backup))
+    callbacks.append(Backup(run.backup))
     return callbacks
 
 
@@ -359,7 +389,7 @@ class TrainData:
 def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
                shard: tuple[int, int] | None = None) -> TrainData:
     if config.pretrain_epochs and not spec.extra_train:
-        raise RunError("--pretrain-epochs needs --extra-train folders to pretrain on")
+        raise SettingsError("--pretrain-epochs needs --extra-train folders to pretrain on")
     # Pretraining keeps the extra notes apart (fine-tuning keeps --finetune-extra of them per real note);
     # otherwise they are mixed into the training notes.
     train_spec, part = spec, "all"

@@ -14,7 +14,7 @@ import keras
 import keras_tuner as kt
 
 from nsynth_keras.core.config import DEFAULT_RUNS_DIR
-from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.errors import DataError, SettingsError
 from nsynth_keras.core.files import atomic_path, pid_lock, read_json, remove, write_json
 from nsynth_keras.core.settings import check_fields, setting
 from nsynth_keras.data.datasets import DataSpec
@@ -55,12 +55,9 @@ class SearchConfig:
     RETRAINING = ("epochs", "patience", "batch_size", "seed")
 
     def validate(self) -> None:
-        try:
-            check_fields(self)  # types, bounds and choices as declared above
-        except ValueError as err:
-            raise DataError(str(err)) from None
+        check_fields(self)  # types, bounds and choices as declared above
         if self.algorithm == "hyperband" and self.epochs < 2:
-            raise DataError("--epochs must be at least 2 for hyperband (it trains brackets of fewer epochs)")
+            raise SettingsError("--epochs must be at least 2 for hyperband (it trains brackets of fewer epochs)")
 
 
 def trial_kwargs(values: dict) -> dict:

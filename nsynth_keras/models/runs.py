@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import keras
 
 from nsynth_keras.core.errors import DivergedError, RunError  # noqa: F401  (re-exported)
-from nsynth_keras.core.files import REPO_DIR, first_line, remove_stale_temporaries
+from nsynth_keras.core.files import REPO_DIR, atomic_path, first_line, remove_stale_temporaries
 from nsynth_keras.data.audio import AUDIO_EXTENSIONS
 from nsynth_keras.data.features import DEFAULT_FRONTEND, Frontend  # also registers the LogMel layer for loading
 
@@ -157,6 +157,14 @@ def find_model(run: str) -> str:
     if not run.endswith((".keras", ".tflite")):
         raise RunError(f"{run}: expected a run folder, a .keras or a .tflite file")
     return run
+
+
+def save_weights(model: keras.Model, path: str) -> None:
+    """model.save_weights(path) through a temporary name: a kill leaves the old file or the new one, never a
+    half-written .h5 that a resumed run could not open."""
+    with atomic_path(path) as tmp:
+        model.save_weights(tmp + ".weights.h5")  # Keras wants the suffix
+        os.replace(tmp + ".weights.h5", tmp)
 
 
 def load_keras(path: str) -> keras.Model:

@@ -25,7 +25,7 @@ import soundfile as sf
 import tinysoundfont
 
 from nsynth_keras.core.config import FAMILIES, HOLD_SECONDS, NUM_QUALITIES, NUM_SAMPLES, SAMPLE_RATE, SOURCES, SPLITS
-from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.errors import DataError, SettingsError
 from nsynth_keras.core.files import check_output_dir, read_json, remove_stale_temporaries, write_bytes, write_json
 from nsynth_keras.core.settings import check_fields, setting
 from nsynth_keras.data.notes import JsonWavLayout
@@ -127,23 +127,20 @@ class RenderConfig:
     def validate(self) -> None:
         """Each field against its declaration (type, bounds, choices), then the rules between fields."""
         if not self.out:
-            raise DataError("--out: give the folder to render into")
-        try:
-            check_fields(self)
-        except ValueError as err:
-            raise DataError(str(err)) from None
+            raise SettingsError("--out: give the folder to render into")
+        check_fields(self)
         if len(set(self.velocities)) != len(self.velocities):
-            raise DataError(f"--velocities {' '.join(map(str, self.velocities))} lists a velocity twice")
+            raise SettingsError(f"--velocities {' '.join(map(str, self.velocities))} lists a velocity twice")
         if self.programs is not None and len(set(self.programs)) != len(self.programs):
-            raise DataError("--programs lists a program twice")
+            raise SettingsError("--programs lists a program twice")
         for path in self.soundfonts:
             if not os.path.isfile(path):
                 raise DataError(f"SoundFont {path}: file not found")
         if self.synth and (self.soundfonts or self.programs is not None or self.source not in (None, "synthetic")):
-            raise DataError("--synth renders synthesizer presets, not SoundFonts: drop --soundfont, --programs "
+            raise SettingsError("--synth renders synthesizer presets, not SoundFonts: drop --soundfont, --programs "
                             "and --source")
         if self.families is not None and not self.synth:
-            raise DataError("--families goes with --synth")
+            raise SettingsError("--families goes with --synth")
 
 
 @dataclass(frozen=True)
