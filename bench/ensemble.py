@@ -22,16 +22,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
 from nsynth_keras.core.files import read_json, write_json  # noqa: E402
+from nsynth_keras.data.twins import audit_split  # noqa: E402
 from nsynth_keras.deploy.inference import load_classifier  # noqa: E402
-from nsynth_keras.reports.evaluation import generalisation, predict_split, report  # noqa: E402
+from nsynth_keras.reports.evaluation import generalisation, predict_split_with, report  # noqa: E402
 
 PARTS = ("all", "novel", "other_copies")
 
 
-def scores(spec, split: str, y: np.ndarray, probs: np.ndarray, notes: list[str]) -> dict[str, float | None]:
+def scores(spec, split: str, y: np.ndarray, probs: np.ndarray, notes: list[str], audit) -> dict[str, float | None]:
     """Accuracy on the whole split, its novel notes and its notes of other copies."""
     r = {"all": report(y, probs)["accuracy"]}
-    g = generalisation(spec, split, y, probs, notes)
+    g = generalisation(spec, split, y, probs, notes, audit)
     r.update({part: g[part].get("accuracy") for part in PARTS[1:] if part in g})
     return r
 
@@ -48,12 +49,10 @@ def main(argv=None) -> dict:
     members = [load_classifier(run) for run in args.runs]
     result = {"members": [os.path.basename(os.path.normpath(r)) for r in args.runs], "splits": {}}
     for split in ("valid", "test"):
-        member_scores, all_probs = [], []
-        for clf in members:
-            y, _, probs, notes = predict_split(clf, spec, split)
-            all_probs.append(probs)
-            member_scores.append(scores(spec, split, y, probs, notes))
-        together = scores(spec, split, y, np.mean(all_probs, axis=0), notes)
+        y, _, all_probs, notes = predict_split_with(members, spec, split)  # the split decoded once for all
+        audit = audit_split(spec, split)
+        member_scores = [scores(spec, split, y, probs, notes, audit) for probs in all_probs]
+        together = scores(spec, split, y, np.mean(all_probs, axis=0), notes, audit)
         rows = {}
         for part in PARTS:
             values = [s[part] for s in member_scores if s.get(part) is not None]

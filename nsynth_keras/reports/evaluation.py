@@ -14,7 +14,7 @@ from nsynth_keras.core.files import check_output_dir, write_json
 from nsynth_keras.data.datasets import DataSpec
 from nsynth_keras.data.notes import JsonWavLayout
 from nsynth_keras.data.pipeline import eval_dataset
-from nsynth_keras.data.twins import audit_split
+from nsynth_keras.data.twins import SplitAudit, audit_split
 from nsynth_keras.deploy.inference import Classifier, load_classifier, non_finite
 from nsynth_keras.models.runs import RunError, RunFolder, is_saved_model
 from nsynth_keras.reports.plots import plot_confusion
@@ -24,20 +24,34 @@ MANIFEST = "manifest.csv"  # where a data folder may say which public copy each 
 
 def predict_split(clf: Classifier, spec: DataSpec, split: str, batch_size: int = 64):
     """(true families, instrument sources, probabilities, note names) for every note of a split, in file order."""
-    ys, srcs, probs, notes = [], [], [], []
-    for batch in eval_dataset(spec, split, batch_size, clf.frontend):
-        x = batch["audio"] if clf.takes_waveform else batch["mel"]
-        probs.append(clf.predict(x.numpy()))
+    y, sources, (probs,), notes = predict_split_with([clf], spec, split, batch_size)
+    return y, sources, probs, notes
+
+
+def predict_split_with(clfs: list[Classifier], spec: DataSpec, split: str, batch_size: int = 64):
+    """predict_split for several models of one frontend (an ensemble's members), decoding the split once:
+    (true families, instrument sources, [probabilities of each model], note names)."""
+    frontends = {(c.frontend, c.takes_waveform) for c in clfs}
+    if len(frontends) != 1:
+        raise RunError(f"these models take different inputs and cannot share one decoding of {split}: "
+                       + ", ".join(str(c.path) for c in clfs))
+    ys, srcs, notes = [], [], []
+    probs: list[list[np.ndarray]] = [[] for _ in clfs]
+    for batch in eval_dataset(spec, split, batch_size, clfs[0].frontend):
+        x = (batch["audio"] if clfs[0].takes_waveform else batch["mel"]).numpy()
+        for out, clf in zip(probs, clfs):
+            out.append(clf.predict(x))
         ys.append(batch["family"].numpy())
         srcs.append(batch["source"].numpy())
         notes += [n.decode() for n in batch["note"].numpy()]
-    if not probs:
+    if not ys:
         raise RunError(f"no notes to evaluate in the {split} split of {spec.data_dir}")
-    probs = np.concatenate(probs)
-    bad = int(non_finite(probs).sum())
-    if bad:
-        raise RunError(f"{clf.path}: the model returned NaN or infinite probabilities for {bad} of {len(probs)} "
-                       "notes (a diverged run?)")
+    probs = [np.concatenate(p) for p in probs]
+    for clf, p in zip(clfs, probs):
+        bad = int(non_finite(p).sum())
+        if bad:
+            raise RunError(f"{clf.path}: the model returned NaN or infinite probabilities for {bad} of {len(p)} "
+                           "notes (a diverged run?)")
     return np.concatenate(ys), np.concatenate(srcs), probs, notes
 
 
@@ -108,11 +122,12 @@ def has_train_split(spec: DataSpec) -> bool:
     return spec.source != "jsonwav" or JsonWavLayout(spec.data_dir).has("train")
 
 
-def generalisation(spec: DataSpec, split: str, y: np.ndarray, probs: np.ndarray, notes: list[str]) -> dict:
+def generalisation(spec: DataSpec, split: str, y: np.ndarray, probs: np.ndarray, notes: list[str],
+                   audit: SplitAudit | None = None) -> dict:
     """What a split's score means for instruments and recordings never heard: the twin audit (novel notes: no
-    near-copy among the training notes) and, where the data folder says where each note was copied from, the
-    notes of copies that no training note comes from."""
-    audit = audit_split(spec, split)
+    near-copy among the training notes; ``audit``: one already made of this split) and, where the data folder says
+    where each note was copied from, the notes of copies that no training note comes from."""
+    audit = audit or audit_split(spec, split)
     if audit.notes != notes:
         raise RunError(f"the twin audit of {split} read other notes than the evaluation ({len(audit.notes)} vs "
                        f"{len(notes)})")
