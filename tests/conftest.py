@@ -15,6 +15,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_NSYNTH = os.environ.get("NSYNTH_DATA_DIR", os.path.join(ROOT, "..", "shared", "nsynth"))
 
 
+# The longest test files first: with one file per worker at a time (pytest-xdist --dist loadfile), a long file
+# that starts last would keep one worker busy while the others wait at the end.
+LONGEST_FIRST = ("test_notebook.py", "test_bench.py", "test_reliability.py", "test_export.py", "test_tune.py",
+                 "test_synth.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 def _have_data() -> bool:
     return os.path.isfile(os.path.join(SHARED_NSYNTH, "nsynth-train", "examples.json"))
 
@@ -47,6 +58,32 @@ def trained_run(data_dir, tmp_path_factory) -> str:
     # float32 whatever the CPU: the export thresholds below are checked on the same model everywhere.
     config = TrainConfig(epochs=3, out=str(out), run_name="smoke", seed=1, mixed_precision="off")
     return train(config, DataSpec(data_dir=data_dir, filters=Filters(max_examples=160)))
+
+
+@pytest.fixture(scope="session")
+def small_nsynth(data_dir, tmp_path_factory) -> str:
+    """The shared subset cut down to a few real notes of each family per split, spread over its instruments
+    (the wavs are links to the shared files): for tests about code paths, not about accuracy."""
+    root = tmp_path_factory.mktemp("small-nsynth")
+    for split, per_family in (("train", 12), ("valid", 4), ("test", 4)):
+        with open(os.path.join(data_dir, f"nsynth-{split}", "examples.json")) as f:
+            examples = json.load(f)
+        by_instrument: dict[str, dict[str, list[str]]] = {}
+        for key in sorted(examples):
+            family, instrument = examples[key]["instrument_family_str"], examples[key]["instrument_str"]
+            by_instrument.setdefault(family, {}).setdefault(instrument, []).append(key)
+        chosen = []
+        for instruments in by_instrument.values():  # round robin over the family's instruments
+            queues = list(instruments.values())
+            picked = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+            chosen += picked[:per_family]
+        os.makedirs(root / f"nsynth-{split}" / "audio")
+        for key in chosen:
+            os.symlink(os.path.join(data_dir, f"nsynth-{split}", "audio", f"{key}.wav"),
+                       root / f"nsynth-{split}" / "audio" / f"{key}.wav")
+        with open(root / f"nsynth-{split}" / "examples.json", "w") as f:
+            json.dump({key: examples[key] for key in chosen}, f)
+    return str(root)
 
 
 def write_split(root, split: str, notes: list[dict], *, seconds: float = 4.0) -> dict[str, str]:

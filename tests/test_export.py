@@ -107,7 +107,7 @@ def test_mixed_precision_trains_and_exports_a_float32_model(data_dir):
     from nsynth_keras.learn.training import TrainConfig, compile_model, float32_copy, one_hot
 
     config = TrainConfig(model="cnn")
-    ds, _ = split_features(DataSpec(data_dir=data_dir, filters=Filters(max_examples=64)), "train", 16,
+    ds, _ = split_features(DataSpec(data_dir=data_dir, filters=Filters(max_examples=32)), "train", 16,
                            training=True)
     try:
         for policy, atol in (("mixed_float16", 2e-2), ("mixed_bfloat16", 5e-2)):
