@@ -118,3 +118,20 @@ def test_server_bench_answers_every_request_and_closes_stalled_connections(tmp_p
     assert result["mixed"]["answered"] == result["mixed"]["requests"] == 100
     assert result["mixed"]["statuses"]["404"] > 0  # the listing and the missing path
     assert result["stalled"]["closed_by_server"] == result["stalled"]["connections"]
+
+
+@pytest.mark.slow
+def test_scale_bench_quick_measures_every_step(data_dir, tmp_path):
+    import scale
+
+    assert scale.main(["--data-dir", data_dir, "--quick", "--cache", str(tmp_path / "cache"),
+                       "--results", str(tmp_path)]) == 0
+    result = json.load(open(tmp_path / "scale_quick.json"))
+    assert set(result["runs"]) == {"1000", "2000"} and result["render_notes_per_s"] > 0
+    for size, run in result["runs"].items():
+        assert run["train_notes"] > int(size) * 0.9 and run["train_peak_rss_mib"] > 0 and run["mel_cache_mib"] > 0
+        assert run["first_epoch_s"] is not None and run["cached_epoch_s"] is not None  # parsed from Keras's log
+    heldout = result["heldout"]
+    rows = (tmp_path / "cache" / "predict.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + heldout["notes"] and heldout["evaluate_peak_rss_mib"] > 0
+    assert all(step["exit_code"] == 0 for step in result["steps"])
