@@ -1,5 +1,5 @@
 """What 100,000 notes cost, measured: render them, train one epoch of the homework CNN on them streaming (the
-log-mel cache on disk), then evaluate and predict about 11,000 held-out rendered notes. Every step is its own
+log-mel cache on disk), then evaluate and predict about 10,000 held-out rendered notes. Every step is its own
 process, timed, with its peak resident memory (the kernel's maxrss of that child), so memory that grows with the
 note count shows up.
 
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     py = sys.executable
     banks, heldout_bank, velocities = TRAIN_BANKS, HELDOUT_BANK, VELOCITIES
-    pitch_step, heldout_step = "1", "4"
+    pitch_step, heldout_step = "1", "2"
     if args.quick:  # only the SoundFont pretty-midi ships: no Debian package needed
         args.sizes, banks, heldout_bank, velocities = [1000, 2000], TRAIN_BANKS[2:3], ("timgm6mb", None), ("100",)
         pitch_step, heldout_step = "2", "3"
