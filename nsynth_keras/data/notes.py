@@ -119,9 +119,11 @@ class JsonWavLayout:
 
 
 def read_examples(
-    data_dir: str, split: str, filters: Filters | None = None, *, strict: bool = False, seed: int = 0
+    data_dir: str, split: str, filters: Filters | None = None, *, strict: bool = False, seed: int = 0,
+    check: bool = True,
 ) -> NoteTable:
-    """Read ``nsynth-<split>/examples.json`` and check every listed wav's header.
+    """Read ``nsynth-<split>/examples.json`` and check every listed wav's header (``check=False``: leave that to
+    ``checked``, for a caller that samples the notes first).
 
     A bad entry or wav is skipped with a warning and listed in ``NoteTable.skipped``;
     with ``strict`` it raises instead. Labels are never changed.
@@ -165,18 +167,30 @@ def read_examples(
         keep = np.sort(np.random.default_rng(seed).choice(len(candidates), filters.max_examples, replace=False))
         candidates = [candidates[i] for i in keep]
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        infos = list(pool.map(_check_wav, [row["path"] for row in candidates]))
-    for row, info in zip(candidates, infos):
-        if isinstance(info, AudioError):
-            _skip(table, str(info), strict)
-            continue
+    for row in candidates:
         for name in ("path", "note", "instrument", "family", "source", "pitch", "velocity"):
             getattr(table, name).append(row[name])
-        table.standard.append(info)
+        table.standard.append(None)  # not probed yet
+    if check:
+        table = checked(table, strict)
     if not len(table):
         raise DataError(f"no usable notes in {json_path} with the filters given")
     return table
+
+
+def checked(table: NoteTable, strict: bool = False) -> NoteTable:
+    """The notes whose wav is usable (its header, and for a non-standard file its samples); the others skipped
+    by name, or with ``strict`` an error."""
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        infos = list(pool.map(_check_wav, table.path))
+    keep = []
+    for i, info in enumerate(infos):
+        if isinstance(info, AudioError):
+            _skip(table, str(info), strict)
+            continue
+        table.standard[i] = info
+        keep.append(i)
+    return table.subset(keep)
 
 
 NOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
