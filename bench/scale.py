@@ -3,7 +3,7 @@ log-mel cache on disk), then evaluate and predict about 10,000 held-out rendered
 process, timed, with its peak resident memory (the kernel's maxrss of that child), so memory that grows with the
 note count shows up.
 
-    python bench/scale.py --data-dir ../shared/nsynth          # writes bench/results/scale.json (about an hour)
+    python bench/scale.py --data-dir ../shared/nsynth          # writes bench/results/scale.json (about 35 min)
     python bench/scale.py --data-dir ../shared/nsynth --quick  # 1,000 and 2,000 notes: the code paths (3 min)
 
 Training notes are SoundFont renders (FluidR3, MuseScore General, TimGM6mb, OPL-3, MuseScore General Full; every

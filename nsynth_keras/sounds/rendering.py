@@ -138,7 +138,7 @@ class RenderConfig:
                 raise DataError(f"SoundFont {path}: file not found")
         if self.synth and (self.soundfonts or self.programs is not None or self.source not in (None, "synthetic")):
             raise SettingsError("--synth renders synthesizer presets, not SoundFonts: drop --soundfont, --programs "
-                            "and --source")
+                                "and --source")
         if self.families is not None and not self.synth:
             raise SettingsError("--families goes with --synth")
 
