@@ -28,7 +28,6 @@ from datetime import date
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: no CUDA-factory chatter
 
 from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
 from nsynth_keras.core.config import FAMILIES, SOURCES  # noqa: E402

@@ -19,7 +19,6 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: no CUDA-factory chatter
 
 from nsynth_keras.core.config import INPUT_SHAPE, NUM_SAMPLES  # noqa: E402
 from nsynth_keras.core.files import write_json  # noqa: E402

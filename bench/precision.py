@@ -17,8 +17,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: no CUDA-factory chatter
+import nsynth_keras  # noqa: E402,F401  before TensorFlow loads: the project's start-up defaults (log level, oneDNN)
 
+# isort: split
 import keras  # noqa: E402
 
 from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402

@@ -27,14 +27,15 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: no CUDA-factory chatter
+import nsynth_keras  # noqa: E402,F401  before TensorFlow loads: the project's start-up defaults (log level, oneDNN)
 
 MODELS = {"homework": (16, 32, 64, 128), "wide": (32, 64, 128, 256)}
-# name -> (framework, precision, model, extra environment[, Keras steps_per_execution])
+# name -> (framework, precision, model, extra environment[, Keras steps_per_execution; else the project's default])
 CELLS = {
     "keras float32": ("keras", "float32", "homework", {}),
-    "keras float32 steps32": ("keras", "float32", "homework", {}, 32),
+    "keras float32 steps1": ("keras", "float32", "homework", {}, 1),
     "keras float32 oneDNN off": ("keras", "float32", "homework", {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    "keras float32 steps1 oneDNN off": ("keras", "float32", "homework", {"TF_ENABLE_ONEDNN_OPTS": "0"}, 1),
     "keras bf16": ("keras", "bf16", "homework", {}),
     "torch float32": ("torch", "float32", "homework", {}),
     "torch bf16": ("torch", "bf16", "homework", {}),
@@ -62,7 +63,7 @@ def cpu_info() -> dict:
 # --------------------------------------------------------------------------- one measurement (a child process)
 
 
-def keras_rate(x, y, filters, precision, batch, epochs, threads, steps_per_execution=1) -> float:
+def keras_rate(x, y, filters, precision, batch, epochs, threads, steps_per_execution=None) -> float:
     import keras
     import tensorflow as tf
 
@@ -74,7 +75,10 @@ def keras_rate(x, y, filters, precision, batch, epochs, threads, steps_per_execu
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     keras.utils.set_random_seed(0)
     model = build_cnn(filters)
-    compile_model(model, 1e-3, steps_per_execution=steps_per_execution)
+    if steps_per_execution is None:  # the project's default, as train uses it
+        compile_model(model, 1e-3)
+    else:
+        compile_model(model, 1e-3, steps_per_execution=steps_per_execution)
     ds = tf.data.Dataset.from_tensor_slices((x, keras.utils.to_categorical(y, 11))).shuffle(len(x), seed=0)
     ds = ds.batch(batch).prefetch(tf.data.AUTOTUNE)
     model.fit(ds, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing, allocation
@@ -139,7 +143,8 @@ def features(args, path: str) -> int:
 # --isa avx2: cap oneDNN (TensorFlow's and PyTorch's) and PyTorch's own kernels at AVX2, whatever the CPU has.
 ISA_CAPS = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
 PROBE = {  # one small conv with oneDNN's verbose log on: its "isa:" line says which kernels it dispatched to
-    "keras": "import tensorflow as tf; tf.nn.conv2d(tf.ones([1, 64, 64, 1]), tf.ones([3, 3, 1, 16]), 1, 'SAME')",
+    "keras": "import nsynth_keras, tensorflow as tf; tf.nn.conv2d(tf.ones([1, 64, 64, 1]), tf.ones([3, 3, 1, 16]), 1, "
+             "'SAME')",
     "torch": "import torch; print('aten cpu capability:', torch.backends.cpu.get_cpu_capability()); "
              "torch.nn.functional.conv2d(torch.ones(1, 1, 64, 64), torch.ones(16, 1, 3, 3), padding=1)",
 }
@@ -151,7 +156,12 @@ def isa_in_use(framework: str, isa: str) -> list[str]:
     out = subprocess.run([sys.executable, "-c", PROBE[framework]], env=env, capture_output=True, text=True,
                          timeout=300)
     lines = (out.stdout + out.stderr).splitlines()
-    return sorted({line.strip() for line in lines if "isa:" in line or "capability" in line})
+    reported = sorted({line.strip() for line in lines if "isa:" in line or "capability" in line})
+    # TensorFlow without its oneDNN ops still calls oneDNN's sgemm from Eigen; only its oneDNN ops run "convolution"
+    convolution = any(",exec," in line and ",convolution," in line for line in lines)
+    if framework == "keras":
+        reported.append(f"conv2d in a oneDNN convolution kernel: {'yes' if convolution else 'no'}")
+    return reported
 
 
 def measure(cell: str, path: str, args) -> float:
@@ -212,12 +222,12 @@ def main(argv=None) -> dict:
               "threads": args.threads,
               "epochs_timed": args.epochs, "rounds": args.rounds,
               "examples_per_s": {c: round(s["median"], 1) for c, s in summary.items()}, "cells": summary}
-    if "keras float32 steps32" in summary:
-        steps = [s / k for s, k in zip(rates["keras float32 steps32"], rates["keras float32"])]
-        result["steps32_over_steps1"] = round(statistics.median(steps), 3)
-    if "torch float32" in summary and "keras float32 steps32" in summary:
-        ratios = [k / t for k, t in zip(rates["keras float32 steps32"], rates["torch float32"])]
-        result["keras_steps32_over_torch_float32"] = round(statistics.median(ratios), 3)
+    if "keras float32 steps1" in summary:
+        steps = [k / s for s, k in zip(rates["keras float32 steps1"], rates["keras float32"])]
+        result["default_steps_over_steps1"] = round(statistics.median(steps), 3)
+    if "torch float32" in summary and "keras float32 steps1" in summary:
+        ratios = [k / t for k, t in zip(rates["keras float32 steps1"], rates["torch float32"])]
+        result["keras_steps1_over_torch_float32"] = round(statistics.median(ratios), 3)
     if "torch float32" in summary:
         ratios = [k / t for k, t in zip(rates["keras float32"], rates["torch float32"])]  # same round, side by side
         result["keras_over_torch_float32"] = round(statistics.median(ratios), 3)

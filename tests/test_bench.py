@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import sys
 
 import pytest
@@ -54,21 +55,23 @@ def test_speed_bench_caps_the_isa_and_compares_keras_and_pytorch_side_by_side(da
     try:
         import torch  # noqa: F401
     except ImportError:  # PyTorch is benchmark-only: pip install --no-deps -r requirements-bench.txt
-        cells = ["keras float32", "keras float32 steps32"]
+        cells = ["keras float32", "keras float32 steps1"]
     else:
-        cells = ["keras float32", "keras float32 steps32", "torch float32"]
+        cells = ["keras float32", "keras float32 steps1", "torch float32"]
     out = tmp_path / "speed.json"
     result = speed.main(["--data-dir", data_dir, "--max-examples", "32", "--rounds", "1", "--epochs", "1",
                          "--cells", *cells, "--isa", "avx2", "--json", str(out)])
     assert set(result["examples_per_s"]) == set(cells) and all(v > 0 for v in result["examples_per_s"].values())
     assert result["isa_cap"] == "avx2" and any("isa:Intel AVX2" in line for line in result["isa_reported"]["keras"])
     assert not any("AVX-512" in line for line in result["isa_reported"]["keras"])
-    assert result["steps32_over_steps1"] > 0 and json.load(open(out))["isa_cap"] == "avx2"
+    if platform.machine() == "x86_64":  # TensorFlow's own choice on AVX2 CPUs is Eigen; the package turns oneDNN on
+        assert "conv2d in a oneDNN convolution kernel: yes" in result["isa_reported"]["keras"]
+    assert result["default_steps_over_steps1"] > 0 and json.load(open(out))["isa_cap"] == "avx2"
     from nsynth_keras.learn.training import cpu_flags
 
     assert result["cpu"]["avx512_bf16"] == ("avx512_bf16" in cpu_flags())
     if "torch float32" in cells:
-        assert result["keras_over_torch_float32"] > 0 and result["keras_steps32_over_torch_float32"] > 0
+        assert result["keras_over_torch_float32"] > 0 and result["keras_steps1_over_torch_float32"] > 0
         assert any("capability" in line for line in result["isa_reported"]["torch"])
 
 
@@ -135,3 +138,12 @@ def test_scale_bench_quick_measures_every_step(data_dir, tmp_path):
     rows = (tmp_path / "cache" / "predict.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + heldout["notes"] and heldout["evaluate_peak_rss_mib"] > 0
     assert all(step["exit_code"] == 0 for step in result["steps"])
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the oneDNN default is set on x86 CPUs only")
+def test_a_user_can_turn_the_onednn_default_off(monkeypatch):
+    """The package sets TF_ENABLE_ONEDNN_OPTS=1 only where the user has not set it (on: the speed bench test)."""
+    import speed
+
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert "conv2d in a oneDNN convolution kernel: no" in speed.isa_in_use("keras", "native")
