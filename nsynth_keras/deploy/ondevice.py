@@ -3,6 +3,7 @@ interpreter and, for waveform models, in MediaPipe's AudioClassifier (clip and s
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import time
@@ -15,7 +16,7 @@ from mediapipe.tasks.python.components.containers import audio_data as mp_audio_
 
 from nsynth_keras.core.config import CLIP_SECONDS, FAMILIES, INPUT_SHAPE, NUM_SAMPLES, SAMPLE_RATE
 from nsynth_keras.data.datasets import DataSpec
-from nsynth_keras.data.pipeline import load_split
+from nsynth_keras.data.pipeline import eval_dataset
 from nsynth_keras.deploy.inference import KerasClassifier, TFLiteClassifier
 from nsynth_keras.deploy.tflite import EXPORT_FORMATS, native_stderr_silenced, read_metadata
 from nsynth_keras.models.runs import RunError, RunFolder, find_model, run_frontend
@@ -75,72 +76,150 @@ def check_row(name: str, kind: str, path: str, probs: np.ndarray, reference: np.
 def check_run(run: str, spec: DataSpec, split: str, mediapipe: bool = True, browser: bool = False) -> list[dict]:
     """Every .tflite in the LiteRT interpreter; waveform models also in MediaPipe's AudioClassifier,
     in clip mode (every note) and in stream mode (one note per family, played back to back), and with
-    ``browser`` in the demo page's MediaPipe Tasks for Web in headless Chromium."""
+    ``browser`` in the demo page's MediaPipe Tasks for Web in headless Chromium.
+
+    The split streams through in batches: what is kept is each model's probabilities and the first note of
+    each family, so memory does not grow with the split."""
     keras_path, models = models_to_check(run)
     frontend, _ = run_frontend(keras_path)  # the features the run's log-mel models were trained on
-    notes = load_split(spec, split, ("audio", "mel", "family"), frontend)
-    waves, mels, y = notes["audio"], notes["mel"], notes["family"]
-    reference = KerasClassifier(keras_path).predict(mels)
-    rows = []
-    for path in models:
-        clf = TFLiteClassifier(path)
-        x = waves if clf.takes_waveform else mels
-        name = os.path.basename(path)
-        rows.append(check_row(name, INPUTS[clf.takes_waveform], path,
-                              clf.predict(x), reference, y, single_clip_latency_ms(clf, x),
-                              threshold(name)))
-        if mediapipe and clf.takes_waveform:
-            probs, ms = mediapipe_clips(path, waves)
-            rows.append(check_row(f"{name} [MediaPipe clips]", f"AudioClassifier, one {CLIP_SECONDS} s clip per note",
-                                  path, probs, reference, y, ms, MEDIAPIPE_THRESHOLD))
-            order = [int(np.flatnonzero(y == f)[0]) for f in np.unique(y)]  # one note per family
-            t = time.perf_counter()
-            windows = mediapipe_stream(path, np.concatenate([waves[i] for i in order]))
-            ms = 1000 * (time.perf_counter() - t) / max(len(windows), 1)
-            starts = [start for start, _ in windows]
-            if starts != [NUM_SAMPLES / SAMPLE_RATE * k for k in range(len(order))]:
-                raise RunError(f"{path}: MediaPipe stream mode gave windows at {starts} s, not one per "
-                               f"{CLIP_SECONDS} s note")
-            rows.append(check_row(f"{name} [MediaPipe stream]", f"AudioClassifier stream, {len(order)} notes back "
-                                  "to back, 1 s chunks", path, np.stack([p for _, p in windows]), reference[order],
-                                  y[order], ms, MEDIAPIPE_THRESHOLD, windows=len(windows)))
-        if browser and clf.takes_waveform:
-            rows += browser_rows(path, waves, reference, y)
-    if browser and not any(r["model"].endswith("[browser]") for r in rows):
+    tflites = {path: TFLiteClassifier(path) for path in models}
+    waveform = [path for path, clf in tflites.items() if clf.takes_waveform]
+    if browser and not waveform:
         raise RunError(f"{run}: --browser checks model_waveform.tflite, and there is none: run "
                        "python -m nsynth_keras.export first")
+    keras_clf = KerasClassifier(keras_path)
+    reference, ys, first = [], [], {}  # first: family -> its first note's waveform
+    probs = {path: [] for path in models}
+    latency = {}
+    with contextlib.ExitStack() as stack:
+        clips = {path: stack.enter_context(MediaPipeClips(path)) for path in waveform} if mediapipe else {}
+        pages = {path: stack.enter_context(BrowserCheck(path)) for path in waveform} if browser else {}
+        for batch in eval_dataset(spec, split, frontend=frontend):
+            waves, mels, y = batch["audio"].numpy(), batch["mel"].numpy(), batch["family"].numpy()
+            reference.append(keras_clf.predict(mels))
+            ys.append(y)
+            for wave, family in zip(waves, y):
+                first.setdefault(int(family), wave)
+            for path, clf in tflites.items():
+                x = waves if clf.takes_waveform else mels
+                if path not in latency:
+                    latency[path] = single_clip_latency_ms(clf, x)
+                probs[path].append(clf.predict(x))
+            for checker in (*clips.values(), *pages.values()):
+                checker.add(waves)
+        if not ys:
+            raise RunError(f"no notes to check in the {split} split of {spec.data_dir}")
+        reference, y = np.concatenate(reference), np.concatenate(ys)
+        order = sorted(first)  # one note per family, in family order
+        recording = np.concatenate([first[f] for f in order])
+        at_first = [int(np.flatnonzero(y == f)[0]) for f in order]
+        rows = []
+        for path in models:
+            name = os.path.basename(path)
+            rows.append(check_row(name, INPUTS[tflites[path].takes_waveform], path, np.concatenate(probs[path]),
+                                  reference, y, latency[path], threshold(name)))
+            if path in clips:
+                rows.append(check_row(f"{name} [MediaPipe clips]", f"AudioClassifier, one {CLIP_SECONDS} s clip per "
+                                      "note", path, clips[path].probs(), reference, y, clips[path].ms_per_clip(),
+                                      MEDIAPIPE_THRESHOLD))
+                t = time.perf_counter()
+                windows = mediapipe_stream(path, recording)
+                ms = 1000 * (time.perf_counter() - t) / max(len(windows), 1)
+                check_windows(path, "MediaPipe stream mode", [start for start, _ in windows], len(order))
+                rows.append(check_row(f"{name} [MediaPipe stream]", f"AudioClassifier stream, {len(order)} notes back "
+                                      "to back, 1 s chunks", path, np.stack([p for _, p in windows]),
+                                      reference[at_first], y[at_first], ms, MEDIAPIPE_THRESHOLD,
+                                      windows=len(windows)))
+            if path in pages:
+                rows += pages[path].rows(recording, reference, y, at_first, len(order))
     return rows
 
 
-def browser_rows(path: str, waves: np.ndarray, reference: np.ndarray, y: np.ndarray) -> list[dict]:
-    """The same notes through the demo page's own classifier (MediaPipe Tasks for Web, WebAssembly) in
-    headless Chromium: every note as a clip, and one note per family back to back as 4 s windows."""
-    from nsynth_keras.deploy.webpage import headless_page, serve, wait_until_ready
+def check_windows(path: str, where: str, starts: list[float], notes: int) -> None:
+    """A back-to-back recording of ``notes`` notes must give one window per note, at each note's start."""
+    if starts != [NUM_SAMPLES / SAMPLE_RATE * k for k in range(notes)]:
+        raise RunError(f"{path}: {where} gave windows at {starts} s, not one per {CLIP_SECONDS} s note")
 
-    order = [int(np.flatnonzero(y == f)[0]) for f in np.unique(y)]
-    memory = {"clips.f32": waves.astype("<f4").tobytes(),
-              "recording.f32": np.concatenate([waves[i] for i in order]).astype("<f4").tobytes()}
-    name = os.path.basename(path)
-    with serve(path, memory=memory) as url, headless_page(url) as page:
+
+class MediaPipeClips:
+    """MediaPipe's AudioClassifier in clip mode, fed a split batch by batch."""
+
+    def __init__(self, path: str):
+        self.path, self.parts, self.seconds, self.count = path, [], 0.0, 0
+
+    def __enter__(self):
+        options = mediapipe_options(self.path, running_mode=mp_audio.RunningMode.AUDIO_CLIPS)
+        self.classifier = mediapipe_classifier(options)
+        return self
+
+    def __exit__(self, *exc):
+        self.classifier.close()
+
+    def add(self, waves: np.ndarray) -> None:
         t = time.perf_counter()
-        load_ms = wait_until_ready(page)["loadMs"]
-        first_load_ms = 1000 * (time.perf_counter() - t)
-        page.evaluate("([u, n]) => window.nsynth.checkClips(u, n)", ["check/clips.f32", 1])  # warm-up
-        clips = page.evaluate("([u, n]) => window.nsynth.checkClips(u, n)", ["check/clips.f32", len(waves)])
-        recording = page.evaluate("u => window.nsynth.checkRecording(u)", "check/recording.f32")
-    windows = recording["windows"]
-    if [w["start"] for w in windows] != [NUM_SAMPLES / SAMPLE_RATE * k for k in range(len(order))]:
-        raise RunError(f"{path}: the page gave windows at {[w['start'] for w in windows]} s, not one per "
-                       f"{CLIP_SECONDS} s note")
-    return [
-        check_row(f"{name} [browser]", "MediaPipe Tasks for Web (wasm) in headless Chromium, one clip per note", path,
-                  np.asarray(clips["probs"], np.float32), reference, y, clips["msPerClip"], MEDIAPIPE_THRESHOLD,
-                  model_load_ms=round(load_ms, 1), page_ready_ms=round(first_load_ms, 1)),
-        check_row(f"{name} [browser windows]", f"the page, {len(order)} notes back to back, {CLIP_SECONDS} s windows",
-                  path,
-                  np.asarray([w["probs"] for w in windows], np.float32), reference[order], y[order],
-                  recording["msPerWindow"], MEDIAPIPE_THRESHOLD, windows=len(windows)),
-    ]
+        for wave in waves:
+            [result] = self.classifier.classify(mp_audio_data.AudioData.create_from_array(wave.astype(np.float64),
+                                                                                         SAMPLE_RATE))
+            self.parts.append(mediapipe_probs(result))
+        self.seconds += time.perf_counter() - t
+        self.count += len(waves)
+
+    def probs(self) -> np.ndarray:
+        return np.stack(self.parts)
+
+    def ms_per_clip(self) -> float:
+        return 1000 * self.seconds / max(self.count, 1)
+
+
+class BrowserCheck:
+    """The demo page's own classifier (MediaPipe Tasks for Web, WebAssembly) in headless Chromium, fed a split
+    batch by batch as clips; then one note per family back to back as 4 s windows."""
+
+    def __init__(self, path: str):
+        self.path, self.memory, self.parts, self.seconds, self.count = path, {}, [], 0.0, 0
+
+    def __enter__(self):
+        from nsynth_keras.deploy.webpage import headless_page, serve, wait_until_ready
+
+        self.stack = contextlib.ExitStack()
+        url = self.stack.enter_context(serve(self.path, memory=self.memory))
+        self.page = self.stack.enter_context(headless_page(url))
+        t = time.perf_counter()
+        self.load_ms = wait_until_ready(self.page)["loadMs"]
+        self.ready_ms = 1000 * (time.perf_counter() - t)
+        return self
+
+    def __exit__(self, *exc):
+        self.stack.close()
+
+    def add(self, waves: np.ndarray) -> None:
+        name = f"clips-{self.count}.f32"  # a new name for every batch: the page may cache a URL it fetched
+        self.memory.clear()
+        self.memory[name] = waves.astype("<f4").tobytes()
+        if not self.count:
+            self.page.evaluate("([u, n]) => window.nsynth.checkClips(u, n)", [f"check/{name}", 1])  # warm-up
+        clips = self.page.evaluate("([u, n]) => window.nsynth.checkClips(u, n)", [f"check/{name}", len(waves)])
+        self.parts.append(np.asarray(clips["probs"], np.float32))
+        self.seconds += clips["msPerClip"] * len(waves) / 1000
+        self.count += len(waves)
+
+    def rows(self, recording: np.ndarray, reference: np.ndarray, y: np.ndarray, at_first: list[int],
+             notes: int) -> list[dict]:
+        self.memory.clear()
+        self.memory["recording.f32"] = recording.astype("<f4").tobytes()
+        result = self.page.evaluate("u => window.nsynth.checkRecording(u)", "check/recording.f32")
+        windows = result["windows"]
+        check_windows(self.path, "the page", [w["start"] for w in windows], notes)
+        name = os.path.basename(self.path)
+        return [
+            check_row(f"{name} [browser]", "MediaPipe Tasks for Web (wasm) in headless Chromium, one clip per note",
+                      self.path, np.concatenate(self.parts), reference, y, 1000 * self.seconds / max(self.count, 1),
+                      MEDIAPIPE_THRESHOLD, model_load_ms=round(self.load_ms, 1),
+                      page_ready_ms=round(self.ready_ms, 1)),
+            check_row(f"{name} [browser windows]", f"the page, {notes} notes back to back, {CLIP_SECONDS} s windows",
+                      self.path, np.asarray([w["probs"] for w in windows], np.float32), reference[at_first],
+                      y[at_first], result["msPerWindow"], MEDIAPIPE_THRESHOLD, windows=len(windows)),
+        ]
 
 
 # MediaPipe runs the same TFLite kernels (XNNPACK) as LiteRT: the same top-1 on every note.
@@ -164,18 +243,6 @@ def mediapipe_probs(result) -> np.ndarray:
     for category in result.classifications[0].categories:
         probs[category.index] = category.score
     return probs
-
-
-def mediapipe_clips(path: str, waves: np.ndarray) -> tuple[np.ndarray, float]:
-    """Probabilities [n, 11] from MediaPipe's AudioClassifier in clip mode, and ms per clip."""
-    options = mediapipe_options(path, running_mode=mp_audio.RunningMode.AUDIO_CLIPS)
-    probs, t = [], time.perf_counter()
-    with mediapipe_classifier(options) as classifier:
-        for wave in waves:
-            [result] = classifier.classify(mp_audio_data.AudioData.create_from_array(wave.astype(np.float64),
-                                                                                    SAMPLE_RATE))
-            probs.append(mediapipe_probs(result))
-    return np.stack(probs), 1000 * (time.perf_counter() - t) / max(len(waves), 1)
 
 
 def mediapipe_stream(path: str, recording: np.ndarray, chunk_seconds: float = 1.0) -> list[tuple[float, np.ndarray]]:

@@ -248,7 +248,8 @@ def serve(model: str, port: int = 0, memory: dict[str, bytes] | None = None, qui
     # The model's info is read once (metadata, a LiteRT interpreter for the input length, the run's scores), not
     # on every request.
     info = json.dumps(model_info(model)).encode()
-    handler = functools.partial(Handler, model=model, info=info, memory=memory or {}, quiet=quiet, web_dir=web_dir,
+    memory = {} if memory is None else memory  # the caller's own dict: it may add files while the page runs
+    handler = functools.partial(Handler, model=model, info=info, memory=memory, quiet=quiet, web_dir=web_dir,
                                 port=bound)
     try:
         server = PooledHTTPServer(("127.0.0.1", port), handler)
