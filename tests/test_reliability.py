@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -200,6 +201,7 @@ def test_two_workers_train_together_and_the_chief_exports(data_dir, tmp_path):
     # Synchronous training: both workers saw the same all-reduced metrics.
     epoch_lines = [next(line for line in out.splitlines() if line.startswith("Epoch 1/1")) for out in outs]
     assert epoch_lines[0] == epoch_lines[1]
+    assert re.search(r"Epoch 1 trained in \d+ s: 64 notes on all workers, \d+ notes/s", outs[0]), outs[0][-2000:]
     assert "Worker 1 finished" in outs[1]
     assert sorted(os.listdir(tmp_path)) == ["mw"]  # the worker's folder is gone, the chief's renamed
     assert {"model.keras", "saved_model", "history.json", "logs"} <= set(os.listdir(tmp_path / "mw"))

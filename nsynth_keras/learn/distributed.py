@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import keras
 import numpy as np
@@ -92,10 +93,14 @@ def fit(
             print(f"Early stopping: no better val_accuracy for {patience} epochs")
             break
         loss = hits = top3 = n = 0.0
+        start = time.perf_counter()
         for batch in dist_train:
             step_loss, step_hits, step_top3, step_n = train_step(batch)
             loss, hits, top3, n = (loss + float(step_loss), hits + float(step_hits), top3 + float(step_top3),
                                    n + float(step_n))
+        seconds = time.perf_counter() - start
+        print(f"Epoch {epoch + 1} trained in {seconds:.0f} s: {n:.0f} notes on all workers, {n / seconds:.0f} "
+              "notes/s", flush=True)
         if not math.isfinite(loss):
             raise DivergedError(run_name, f"the loss became {loss / n} in epoch {epoch + 1}")
         # Every worker scores the whole validation split with the same (synchronised) weights.
