@@ -187,7 +187,7 @@ def test_two_workers_train_together_and_the_chief_exports(data_dir, tmp_path):
     cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
     cmd = [sys.executable, "-m", "nsynth_keras.train", "--data-dir", data_dir, "--max-examples", "64",
            "--epochs", "1", "--batch-size", "16", "--strategy", "multiworker", "--out", str(tmp_path),
-           "--run-name", "mw", "--no-tflite", "--early-stopping", "3"]
+           "--run-name", "mw", "--no-tflite", "--early-stopping", "3", "--cache-dir", str(tmp_path / "cache")]
     procs = []
     for i in range(2):
         env = dict(os.environ, CI="1", PYTHONUNBUFFERED="1",
@@ -203,7 +203,10 @@ def test_two_workers_train_together_and_the_chief_exports(data_dir, tmp_path):
     assert epoch_lines[0] == epoch_lines[1]
     assert re.search(r"Epoch 1 trained in \d+ s: 64 notes on all workers, \d+ notes/s", outs[0]), outs[0][-2000:]
     assert "Worker 1 finished" in outs[1]
-    assert sorted(os.listdir(tmp_path)) == ["mw"]  # the worker's folder is gone, the chief's renamed
+    assert sorted(os.listdir(tmp_path)) == ["cache", "mw"]  # the worker's folder is gone, the chief's renamed
+    # each worker caches its own log-mels: both score valid, and one cache file cannot have two writers
+    assert sorted(os.listdir(tmp_path / "cache")) == ["worker0", "worker1"]
+    assert all(any(n.startswith("valid-") for n in os.listdir(tmp_path / "cache" / w)) for w in ("worker0", "worker1"))
     assert {"model.keras", "saved_model", "history.json", "logs"} <= set(os.listdir(tmp_path / "mw"))
     for part in ("train", "validation"):  # TensorBoard event files, as Keras's callback writes them
         assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path / "mw" / "logs" / part))

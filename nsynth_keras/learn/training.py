@@ -391,7 +391,12 @@ class TrainData:
 
 
 def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
-               shard: tuple[int, int] | None = None) -> TrainData:
+               shard: tuple[int, int] | None = None, worker: int | None = None) -> TrainData:
+    """The run's datasets. ``worker``: this process's index in a multi-worker run, whose log-mel caches then go
+    to a folder of its own: every worker scores valid and test itself, and two writers of one cache file collide
+    (TensorFlow's "concurrent caching iterator" lockfile)."""
+    cache_dir = os.path.join(config.cache_dir, f"worker{worker}") if config.cache_dir and worker is not None \
+        else config.cache_dir
     if config.pretrain_epochs and not spec.extra_train:
         raise SettingsError("--pretrain-epochs needs --extra-train folders to pretrain on")
     # Pretraining keeps the extra notes apart (fine-tuning keeps --finetune-extra of them per real note);
@@ -402,21 +407,21 @@ def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
         train_spec = dataclasses.replace(spec, extra_ratio=config.finetune_extra or None, extra_balance=False)
     chain = make_wave_augment(config.recording_chain) if config.recording_chain else None
     train_ds, train_data = split_features(train_spec, "train", global_batch, training=True, seed=config.seed,
-                                          cache_dir=config.cache_dir, shard=shard, part=part, wave_augment=chain)
-    valid_ds, valid_data = split_features(spec, "valid", global_batch, cache_dir=config.cache_dir, part="real")
-    test_ds, test_data = split_features(spec, "test", config.batch_size, cache_dir=config.cache_dir)
+                                          cache_dir=cache_dir, shard=shard, part=part, wave_augment=chain)
+    valid_ds, valid_data = split_features(spec, "valid", global_batch, cache_dir=cache_dir, part="real")
+    test_ds, test_data = split_features(spec, "test", config.batch_size, cache_dir=cache_dir)
     splits = {"train": train_data, "valid": valid_data, "test": test_data}
     parts = dict(train_data.parts)
     pretrain, dropped = None, list(train_data.overlap_dropped)
     if config.pretrain_epochs:
         pretrain, extra = split_features(spec, "train", global_batch, training=True, seed=config.seed,
-                                         cache_dir=config.cache_dir, shard=shard, part="extra", wave_augment=chain)
+                                         cache_dir=cache_dir, shard=shard, part="extra", wave_augment=chain)
         parts.update({f"{folder} (pretraining)": n for folder, n in extra.parts.items()})
         dropped += extra.overlap_dropped
         splits["pretrain"] = extra
     selection = heldout = None
     if spec.select_extra:
-        heldout, splits["heldout"] = split_features(spec, "valid", global_batch, cache_dir=config.cache_dir,
+        heldout, splits["heldout"] = split_features(spec, "valid", global_batch, cache_dir=cache_dir,
                                                     part="extra")
         dropped += splits["heldout"].overlap_dropped
         selection = valid_ds.concatenate(heldout)  # both already cached: no note is decoded twice
@@ -572,7 +577,7 @@ def _train_locked(config: TrainConfig, spec: DataSpec, log, verbose, strategy: t
             log(f"Strategy {config.strategy}: {num_workers} worker(s), {strategy.num_replicas_in_sync} replica(s) "
                 f"in sync, global batch {global_batch} ({config.batch_size} per replica)"
                 + (f"; this worker reads train shard {worker + 1}/{num_workers}" if shard else ""))
-        data = build_data(config, spec, global_batch, shard)
+        data = build_data(config, spec, global_batch, shard, worker if num_workers > 1 else None)
         log(f"Data ({spec.source}): {data.counts['train']} train, {data.counts['valid']} valid, "
             f"{data.counts['test']} test notes; {sum(map(len, data.skipped.values()))} bad notes skipped")
         model = fit(config, data, paths, strategy, spec, worker, verbose)
