@@ -181,7 +181,7 @@ def two_workers(args, result: dict, log: list[dict], rendered: list[str], result
     the custom loop of learn/distributed.py), first epoch and cached epoch, against the one-worker figures."""
     import socket
 
-    size, real = max(args.sizes), count(args.data_dir)
+    size = max(args.sizes)
     ports = []
     for _ in range(2):
         with socket.socket() as s:
@@ -194,10 +194,7 @@ def two_workers(args, result: dict, log: list[dict], rendered: list[str], result
     shutil.rmtree(cache_dir, ignore_errors=True)  # the first epoch decodes every note
     figures = {}
     for label, run_name in (("first", f"scale-{size}-2w"), ("cached", f"scale-{size}-2w-cached")):
-        cmd = [sys.executable, "-m", "nsynth_keras.train", "--data-dir", args.data_dir, "--extra-train", *rendered,
-               "--extra-ratio", str(size / real), "--epochs", "1", "--cache-dir", cache_dir, "--out",
-               os.path.join(args.cache, "runs"), "--run-name", run_name, "--overwrite", "--no-tflite",
-               "--strategy", "multiworker"]
+        cmd = [*train_command(args, rendered, size, cache_dir, run_name), "--strategy", "multiworker"]
         row = step(f"train on 2 workers {size} {label}", cmd, log, envs)
         trained = re.search(r"Epoch 1 trained in (\d+) s: (\d+) notes on all workers", row["output"])
         if not trained:
@@ -205,7 +202,9 @@ def two_workers(args, result: dict, log: list[dict], rendered: list[str], result
         seconds, notes = int(trained.group(1)), int(trained.group(2))
         figures[label] = {"epoch_s": seconds, "notes": notes, "notes_per_s": round(notes / max(seconds, 1), 1),
                           "process_s": row["seconds"], "peak_rss_mib_each": row["peak_rss_mib_each"]}
-    result["two_workers"] = {"size": size, "batch_per_worker": 32, "global_batch": 64, **figures}
+    config = json.load(open(os.path.join(args.cache, "runs", f"scale-{size}-2w", "config.json")))
+    batch = config["settings"]["batch_size"]
+    result["two_workers"] = {"size": size, "batch_per_worker": batch, "global_batch": 2 * batch, **figures}
     compare_workers(result)
     write_json(results_file, result)
     print(json.dumps(result["two_workers"], indent=2))
@@ -221,6 +220,13 @@ def compare_workers(result: dict) -> None:
     two["cached_epoch_vs_one_worker"] = round(two["cached"]["notes_per_s"] / one["cached_epoch_examples_per_s"], 3)
 
 
+def train_command(args, rendered: list[str], size: int, cache_dir: str, run_name: str) -> list[str]:
+    """One epoch of the homework CNN on the real notes plus ``size`` sampled extra notes, log-mels cached on disk."""
+    return [sys.executable, "-m", "nsynth_keras.train", "--data-dir", args.data_dir, "--extra-train", *rendered,
+            "--extra-ratio", str(size / count(args.data_dir)), "--epochs", "1", "--cache-dir", cache_dir, "--out",
+            os.path.join(args.cache, "runs"), "--run-name", run_name, "--overwrite", "--no-tflite"]
+
+
 def render_heldout(log: list[dict], heldout: str, bank: tuple[str, str | None], pitch_step: str,
                    velocities: tuple[str, ...]) -> None:
     sf = ["--soundfont", bank[1]] if bank[1] else []
@@ -232,21 +238,15 @@ def render_heldout(log: list[dict], heldout: str, bank: tuple[str, str | None], 
 def train_sizes(args, result: dict, log: list[dict], rendered: list[str], results_file: str) -> None:
     """2. One epoch per size, streaming from the wav files, the log-mels cached on disk (emptied first, so the
     first epoch decodes every note), then the same epoch again from the cache."""
-    py = sys.executable
-    real = count(args.data_dir)
     for size in args.sizes:
         name = f"scale-{size}"
         cache_dir = os.path.join(args.cache, f"mels-{size}")
         shutil.rmtree(cache_dir, ignore_errors=True)
-        cmd = [py, "-m", "nsynth_keras.train", "--data-dir", args.data_dir, "--extra-train", *rendered,
-               "--extra-ratio", str(size / real), "--epochs", "1", "--cache-dir", cache_dir, "--out",
-               os.path.join(args.cache, "runs"), "--run-name", name, "--overwrite", "--no-tflite"]
-        train = step(f"train {size}", cmd, log)
+        train = step(f"train {size}", train_command(args, rendered, size, cache_dir, name), log)
         config = json.load(open(os.path.join(args.cache, "runs", name, "config.json")))
         notes = config["notes"]["train"]
         # The same epoch again from the cache (a second run with the same data settings reuses the files).
-        again = step(f"train {size} cached", [*cmd[:-4], "--run-name", f"{name}-cached", "--overwrite", "--no-tflite"],
-                     log)
+        again = step(f"train {size} cached", train_command(args, rendered, size, cache_dir, f"{name}-cached"), log)
         config_again = json.load(open(os.path.join(args.cache, "runs", f"{name}-cached", "config.json")))
         result["runs"][str(size)] = {
             "train_notes": notes,
@@ -278,7 +278,9 @@ def heldout_steps(args, result: dict, log: list[dict], heldout: str, results_fil
     n = count(heldout, "test")
     result["heldout"] = {"notes": n, "evaluate_s": ev["seconds"], "evaluate_peak_rss_mib": ev["peak_rss_mib"],
                          "evaluate_notes_per_s": round(n / ev["seconds"], 1), "predict_s": pr["seconds"],
-                         "predict_peak_rss_mib": pr["peak_rss_mib"], "predict_notes_per_s": round(n / pr["seconds"], 1)}
+                         "predict_peak_rss_mib": pr["peak_rss_mib"], "predict_notes_per_s": round(n / pr["seconds"], 1),
+                         # not generalisation: General MIDI banks share samples
+                         "accuracy": json.load(open(os.path.join(args.cache, "eval", "eval_test.json")))["accuracy"]}
     step("export", [py, "-m", "nsynth_keras.export", run, "--data-dir", args.data_dir], log)
     few = min(1000, n // 4)
     for name, limit in ((f"on-device check {few} held-out", ["--max-examples", str(few)]),

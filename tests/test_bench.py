@@ -138,9 +138,10 @@ def test_scale_bench_quick_measures_every_step(data_dir, tmp_path):
     rows = (tmp_path / "cache" / "predict.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + heldout["notes"] and heldout["evaluate_peak_rss_mib"] > 0
     assert heldout["tflite_check_notes"] == heldout["notes"] > heldout["tflite_check_few_notes"] > 0
-    assert heldout["tflite_check_peak_rss_mib"] > 0
+    assert heldout["tflite_check_peak_rss_mib"] > 0 and 0 < heldout["accuracy"] <= 1
     workers = result["two_workers"]
     assert workers["size"] == 2000 and len(workers["first"]["peak_rss_mib_each"]) == 2
+    assert workers["global_batch"] == 2 * workers["batch_per_worker"] == 64  # read from the run's config.json
     assert workers["first"]["notes"] > 2000 * 0.9 and workers["cached_epoch_vs_one_worker"] > 0
     for step in result["steps"]:  # the on-device check may find a 1-epoch model's int8 below its threshold
         assert step["exit_code"] in ((0, 1) if step["step"].startswith("on-device check") else (0,)), step

@@ -52,8 +52,8 @@ PRECISIONS = {"off": "float32", "on": "mixed_float16", "bf16": "mixed_bfloat16"}
 # Settings that may change when a killed run is resumed; every other setting must match.
 RESUMABLE_CHANGES = ("epochs", "early_stopping", "overwrite", "out", "run_name", "cache_dir", "tflite", "origin",
                      "steps_per_execution")
-# Keras steps per call into TensorFlow: 32 trained the homework CNN 1.37x faster than 1 on a 2-core AVX2 CPU
-# (bench/speed.py), the per-step overhead being a large share of a small model's step.
+# Keras steps per call into TensorFlow: 32 trained the homework CNN 1.24-1.37x faster than 1 on a 2-core AVX2 CPU
+# (bench/speed.py, two runs), the per-step overhead being a large share of a small model's step.
 STEPS_PER_EXECUTION = 32
 MODEL, TRAINING, OUTPUT = "model", "training", "output"  # flag groups in --help
 
