@@ -67,7 +67,7 @@ def keras_rate(x, y, filters, precision, batch, epochs, threads, steps_per_execu
     import keras
     import tensorflow as tf
 
-    from nsynth_keras.learn.training import compile_model
+    from nsynth_keras.learn.objective import compile_model
     from nsynth_keras.models.cnn import build_cnn
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)

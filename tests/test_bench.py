@@ -47,6 +47,32 @@ def test_precision_bench_times_every_policy(data_dir):
     assert result["speed_vs_float32"]["float32"] == 1.0 and all(v > 0 for v in result["examples_per_s"].values())
 
 
+def test_gpu_bench_writes_log_mels_and_times_precisions_on_any_keras_backend(data_dir, tmp_path):
+    """The GPU bench's two steps: log-mels as .npy here (TensorFlow), then the timing on whatever backend Keras has
+    (JAX on the GPU machine; TensorFlow on this CPU with --allow-cpu). Without a GPU it refuses unless told."""
+    import gpu
+
+    mels = tmp_path / "mels"
+    assert gpu.main(["features", "--data-dir", data_dir, "--max-examples", "48", "--out", str(mels)]) == 0
+    import numpy as np
+
+    x, y = np.load(mels / "train_x.npy"), np.load(mels / "train_y.npy")
+    assert x.shape == (48, 64, 64, 1) and y.shape == (48,) and np.isfinite(x).all()
+    out = tmp_path / "gpu.json"
+    run = ["run", "--features", str(mels), "--rounds", "1", "--epochs", "1", "--repeat", "2", "--batches", "32",
+           "--policies", "float32", "mixed_bfloat16", "--json", str(out)]
+    if gpu.accelerator("tensorflow") is None:
+        with pytest.raises(SystemExit, match="no GPU visible"):
+            gpu.main(run)
+    result = gpu.main([*run, "--allow-cpu"])
+    assert set(result["examples_per_s"]) == {"float32 batch 32", "float32 batch 32 steps 1",
+                                             "mixed_bfloat16 batch 32"}
+    assert all(v > 0 for v in result["examples_per_s"].values()) and result["examples_per_epoch"] == 96
+    assert result["mixed_bfloat16_batch32_over_float32"] > 0 and json.load(open(out))["backend"] == "tensorflow"
+    with pytest.raises(SystemExit, match="missing"):
+        gpu.main(["run", "--features", str(tmp_path / "nothing"), "--allow-cpu"])
+
+
 def test_speed_bench_caps_the_isa_and_compares_keras_and_pytorch_side_by_side(data_dir, tmp_path):
     """--isa avx2 caps oneDNN whatever the CPU (read back from oneDNN's own log), and the cells are timed side by
     side: Keras with 1 and 32 steps per call, and PyTorch where it is installed (the bench extra)."""

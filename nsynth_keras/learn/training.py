@@ -37,6 +37,7 @@ from nsynth_keras.data.features import AUGMENTATIONS, FRONTEND, make_augment, ma
 from nsynth_keras.data.pipeline import split_features
 from nsynth_keras.deploy import tflite
 from nsynth_keras.learn import distributed
+from nsynth_keras.learn.objective import STEPS_PER_EXECUTION, compile_model  # noqa: F401  (re-exported)
 from nsynth_keras.models.cnn import HOMEWORK, MODELS, check_model_settings
 from nsynth_keras.models.runs import (
     DivergedError,
@@ -52,9 +53,6 @@ PRECISIONS = {"off": "float32", "on": "mixed_float16", "bf16": "mixed_bfloat16"}
 # Settings that may change when a killed run is resumed; every other setting must match.
 RESUMABLE_CHANGES = ("epochs", "early_stopping", "overwrite", "out", "run_name", "cache_dir", "tflite", "origin",
                      "steps_per_execution")
-# Keras steps per call into TensorFlow: 32 trained the homework CNN 1.24-1.37x faster than 1 on a 2-core AVX2 CPU
-# (bench/speed.py, two runs), the per-step overhead being a large share of a small model's step.
-STEPS_PER_EXECUTION = 32
 MODEL, TRAINING, OUTPUT = "model", "training", "output"  # flag groups in --help
 
 
@@ -207,17 +205,6 @@ def learning_rate(config: TrainConfig, num_train: int, global_batch: int):
 
 def one_hot(x: tf.Tensor, y: tf.Tensor):
     return x, tf.one_hot(y, NUM_CLASSES)
-
-
-def compile_model(model: keras.Model, learning_rate, label_smoothing: float = 0.0,
-                  steps_per_execution: int = STEPS_PER_EXECUTION) -> None:
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                 keras.metrics.TopKCategoricalAccuracy(3, name="top3")],
-        steps_per_execution=steps_per_execution,
-    )
 
 
 def float32_copy(model: keras.Model, config: TrainConfig) -> keras.Model:
