@@ -13,4 +13,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 if platform.machine().lower() in ("x86_64", "amd64"):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each busy thread a malloc arena of its own (up to 8 per core): every new pass over a shuffled
+    cache filled a 10,000-log-mel buffer (160 MB) from other threads, in other arenas, and the memory of the last
+    pass was never reused, so peak memory grew with every epoch and every scored split (bench/scale.py). Two arenas
+    keep it flat. Set MALLOC_ARENA_MAX yourself to choose (glibc reads it at start-up; this is skipped then)."""
+    if "MALLOC_ARENA_MAX" in os.environ or platform.system() != "Linux":
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, arenas)  # -8: M_ARENA_MAX (malloc.h)
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to limit
+        pass
+
+
+_limit_malloc_arenas()
+
 __version__ = "0.1.0"

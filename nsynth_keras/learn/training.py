@@ -34,7 +34,7 @@ from nsynth_keras.core.files import (
 from nsynth_keras.core.settings import check_fields, setting
 from nsynth_keras.data.datasets import NOTE_SOURCES, DataSpec
 from nsynth_keras.data.features import AUGMENTATIONS, FRONTEND, make_augment, make_wave_augment
-from nsynth_keras.data.pipeline import split_features
+from nsynth_keras.data.pipeline import split_feature_batches, split_features
 from nsynth_keras.deploy import tflite
 from nsynth_keras.learn import distributed
 from nsynth_keras.learn.objective import STEPS_PER_EXECUTION, compile_model  # noqa: F401  (re-exported)
@@ -375,6 +375,7 @@ class TrainData:
     overlap_dropped: list[str] = dataclasses.field(default_factory=list)  # extra notes overlapping valid/test
     selection: tf.data.Dataset | None = None  # real valid + --select-extra notes: chooses the best epoch
     heldout: tf.data.Dataset | None = None  # the --select-extra notes alone (rendered, not NSynth)
+    train_scoring: tf.data.Dataset | None = None  # the training notes in their cached order: the final score
 
 
 def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
@@ -393,8 +394,9 @@ def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
         part = "all" if config.finetune_extra else "real"
         train_spec = dataclasses.replace(spec, extra_ratio=config.finetune_extra or None, extra_balance=False)
     chain = make_wave_augment(config.recording_chain) if config.recording_chain else None
-    train_ds, train_data = split_features(train_spec, "train", global_batch, training=True, seed=config.seed,
-                                          cache_dir=cache_dir, shard=shard, part=part, wave_augment=chain)
+    (train_ds, train_scoring), train_data = split_feature_batches(
+        train_spec, "train", global_batch, training=True, seed=config.seed, cache_dir=cache_dir, shard=shard,
+        part=part, wave_augment=chain)
     valid_ds, valid_data = split_features(spec, "valid", global_batch, cache_dir=cache_dir, part="real")
     test_ds, test_data = split_features(spec, "test", config.batch_size, cache_dir=cache_dir)
     splits = {"train": train_data, "valid": valid_data, "test": test_data}
@@ -416,7 +418,7 @@ def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
     if selection is not None:
         counts["selection"] = counts["valid"] + counts["heldout"]
     return TrainData(train_ds, valid_ds, test_ds, counts, {s: d.skipped for s, d in splits.items()},
-                     train_data.families, parts, pretrain, dropped, selection, heldout)
+                     train_data.families, parts, pretrain, dropped, selection, heldout, train_scoring)
 
 
 def default_verbosity() -> int | str:
@@ -478,7 +480,7 @@ def finish(config: TrainConfig, spec: DataSpec, paths: RunPaths, model: keras.Mo
     model = float32_copy(model, config)
     compile_model(model, config.learning_rate)
     scores = {}
-    scored = [("train", data.train), ("valid", data.valid), ("test", data.test)]
+    scored = [("train", data.train_scoring or data.train), ("valid", data.valid), ("test", data.test)]
     if data.heldout is not None:
         scored.append(("heldout_rendered", data.heldout))  # rendered instruments held out of training: not NSynth
     for split, ds in scored:
