@@ -120,3 +120,24 @@ def test_feature_batches_from_the_real_subset(data_dir):
     assert x.shape == (16, 64, 64, 1) and x.dtype == tf.float32 and y.dtype == tf.int32
     assert np.all(np.isfinite(x.numpy()))
     assert sum(int(b[1].shape[0]) for b in ds) == data.num_examples == 40
+
+
+def test_a_file_cache_is_written_one_file_per_chunk_and_replayed_without_the_wavs(tiny_nsynth, tmp_path,
+                                                                                   monkeypatch):
+    """TensorFlow's cache writer holds memory for every note until its file is done, so a big split is cached in
+    chunks: one file each, every note once, and a second pass reads the files (the wavs may be gone)."""
+    from nsynth_keras.data import pipeline
+
+    monkeypatch.setattr(pipeline, "CACHE_CHUNK", 4)
+    spec, cache = DataSpec(data_dir=tiny_nsynth), tmp_path / "cache"
+    (batches, in_order), data = pipeline.split_feature_batches(spec, "train", 2, training=True, seed=1,
+                                                                cache_dir=str(cache))
+    first = [(x.numpy(), y.numpy()) for x, y in in_order]
+    assert len(list(cache.glob("train-*/features-*.index"))) == 2  # 6 notes in chunks of 4
+    assert sorted(np.concatenate([y for _, y in first])) == sorted(data.families)
+    shutil.rmtree(os.path.join(tiny_nsynth, "nsynth-train", "audio"))
+    again = [(x.numpy(), y.numpy()) for x, y in in_order]
+    assert all((a[0] == b[0]).all() and (a[1] == b[1]).all() for a, b in zip(first, again)) and len(again) == 3
+    shuffled = np.concatenate([x for x, _ in batches])  # the training batches: the same cached notes, reshuffled
+    assert sorted(shuffled.sum(axis=(1, 2, 3))) == pytest.approx(sorted(np.concatenate([x for x, _ in first])
+                                                                        .sum(axis=(1, 2, 3))))

@@ -7,6 +7,7 @@ Every source yields the same element, a dict of
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -33,7 +34,12 @@ NOTE_SOURCES: dict[str, NoteSource] = {}
 
 def table_dataset(table: NoteTable, *, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
     """Stream the notes of a NoteTable, decoding wavs inside the pipeline."""
-    columns = {
+    return columns_dataset(table_columns(table), shuffle=shuffle, seed=seed)
+
+
+def table_columns(table: NoteTable) -> dict[str, tf.Tensor]:
+    """A NoteTable's columns as tensors: what the note datasets read from (paths and labels, no audio)."""
+    return {
         "path": tf.constant(table.path, tf.string),
         "standard": tf.constant(table.standard, tf.bool),
         "note": tf.constant(table.note, tf.string),
@@ -43,25 +49,45 @@ def table_dataset(table: NoteTable, *, shuffle: bool = False, seed: int = 0) -> 
         "pitch": tf.constant(table.pitch, tf.int32),
         "velocity": tf.constant(table.velocity, tf.int32),
     }
+
+
+def columns_dataset(columns: dict[str, tf.Tensor], *, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """The notes of ``columns``, decoded; shuffled: a new order each pass."""
+    n = int(columns["path"].shape[0])
     if not shuffle:
-        ds = tf.data.Dataset.from_tensor_slices(columns)
-    else:
-        # NSynth is stored ordered by instrument, so a shuffle buffer after decoding would leave whole batches of
-        # one family: shuffle the file list instead, over all of it, with a new order each pass. Each position is
-        # computed (index_shuffle), so nothing is buffered: with a shuffle buffer of the whole list, a 300,000-note
-        # list took 1,421 bytes a note, now 441 (bench/pipeline.py).
-        last = max(len(table) - 1, 0)
-        pass_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        pass_seeds = pass_seeds.batch(2, drop_remainder=True).take(1)  # a new [2] seed for each pass
+        return tf.data.Dataset.from_tensor_slices(columns).map(_decode_row, num_parallel_calls=tf.data.AUTOTUNE)
+    # NSynth is stored ordered by instrument, so a shuffle buffer after decoding would leave whole batches of
+    # one family: shuffle the file list instead, over all of it, with a new order each pass. Each position is
+    # computed (index_shuffle), so nothing is buffered: with a shuffle buffer of the whole list, a 300,000-note
+    # list took 1,421 bytes a note, now 441 (bench/pipeline.py).
+    pass_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    pass_seeds = pass_seeds.batch(2, drop_remainder=True).take(1)  # a new [2] seed for each pass
+    positions = pass_seeds.flat_map(lambda pass_seed: _permuted(tf.data.Dataset.range(n), pass_seed, n))
+    # flat_map hides the length, which Keras needs for its progress bar and TensorFlow for its caches
+    return _notes_at(positions, columns).apply(tf.data.experimental.assert_cardinality(n))
 
-        def one_pass(pass_seed: tf.Tensor) -> tf.data.Dataset:
-            order = tf.data.Dataset.range(len(table))
-            return order.map(lambda i: tf.random.experimental.index_shuffle(i, pass_seed, last))
 
-        ds = pass_seeds.flat_map(one_pass).map(lambda i: {name: column[i] for name, column in columns.items()})
-        # flat_map hides the length, which Keras needs for its progress bar and TensorFlow for its caches
-        ds = ds.apply(tf.data.experimental.assert_cardinality(len(table)))
-    return ds.map(_decode_row, num_parallel_calls=tf.data.AUTOTUNE)
+def columns_chunks(columns: dict[str, tf.Tensor], size: int, *, shuffle: bool = False,
+                   seed: int = 0) -> list[tf.data.Dataset]:
+    """The notes of ``columns`` in consecutive chunks of at most ``size``, over one order that every pass
+    repeats (shuffled: fixed by ``seed``): what a file cache is written from, one file per chunk."""
+    n = int(columns["path"].shape[0])
+    chunks = []
+    for start in range(0, n, size):
+        positions = tf.data.Dataset.range(start, min(start + size, n))
+        if shuffle:
+            positions = _permuted(positions, tf.constant([seed, 0], tf.int64), n)
+        chunks.append(_notes_at(positions, columns))
+    return chunks
+
+
+def _permuted(positions: tf.data.Dataset, seed: tf.Tensor, n: int) -> tf.data.Dataset:
+    return positions.map(lambda i: tf.random.experimental.index_shuffle(i, seed, max(n - 1, 0)))
+
+
+def _notes_at(positions: tf.data.Dataset, columns: dict[str, tf.Tensor]) -> tf.data.Dataset:
+    rows = positions.map(lambda i: {name: column[i] for name, column in columns.items()})
+    return rows.map(_decode_row, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _decode_row(row: dict) -> dict:
@@ -235,6 +261,9 @@ class SplitData:
     families: list[int] | None = None  # every note's family, where known without decoding
     parts: dict[str, int] = field(default_factory=dict)  # notes from each folder (train: the data dir + extras)
     overlap_dropped: list[str] = field(default_factory=list)  # extra notes dropped as overlapping valid/test
+    # the notes in consecutive chunks of at most N over one fixed order (chunks(N)), where the source can: one
+    # cache file per chunk (TensorFlow's cache writer holds about 6 KiB a note in memory until its file is done)
+    chunks: Callable[[int], list[tf.data.Dataset]] | None = None
 
 
 TRAIN_PARTS = ("all", "real", "extra")
@@ -302,8 +331,10 @@ def jsonwav_split(spec: DataSpec, split: str, *, shuffle: bool, seed: int, shard
         log.warning("%d bad notes skipped in split %s", len(table.skipped), split)
     if shard is not None:
         table = table.shard(*shard)
-    return SplitData(table_dataset(table, shuffle=shuffle, seed=seed), len(table), table.skipped, table.family,
-                     {os.path.abspath(d): len(t) for d, t in parts.items()}, dropped)
+    columns = table_columns(table)
+    return SplitData(columns_dataset(columns, shuffle=shuffle, seed=seed), len(table), table.skipped, table.family,
+                     {os.path.abspath(d): len(t) for d, t in parts.items()}, dropped,
+                     functools.partial(columns_chunks, columns, shuffle=shuffle, seed=seed))
 
 
 def tfds_split(spec: DataSpec, split: str, *, shuffle: bool, seed: int, shard: tuple[int, int] | None,

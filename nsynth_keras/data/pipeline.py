@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -12,6 +13,10 @@ import tensorflow as tf
 
 from nsynth_keras.data.datasets import SHUFFLE_BUFFER, DataSpec, SplitData, make_dataset
 from nsynth_keras.data.features import DEFAULT_FRONTEND, FRONTEND, Frontend, log_mel
+
+# Notes per log-mel cache file (160 MB): TensorFlow's cache writer holds about 6 KiB a note in memory until its file
+# is finished, so one file for 100,000 notes grew a first epoch's memory by about 600 MB (bench/scale.py).
+CACHE_CHUNK = 10_000
 
 
 def cache_key(spec: DataSpec, split: str, shard: tuple[int, int] | None = None, part: str = "all",
@@ -54,14 +59,21 @@ def feature_batches(
     seed: int = 0,
     cache: str | None = "memory",
     wave_augment: Callable[[dict], dict] | None = None,
+    chunks: list[tf.data.Dataset] | None = None,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """feature_dataset's batches, and the same notes' batches in their cached order over the same cache: what
-    scores the training split (a shuffle there would only fill another 10,000-log-mel buffer, 160 MB)."""
+    scores the training split (a shuffle there would only fill another 10,000-log-mel buffer, 160 MB).
+    ``chunks``: the same notes in consecutive parts, for a file cache of one file per part."""
     if wave_augment is not None:
         notes, cache = notes.map(wave_augment, num_parallel_calls=tf.data.AUTOTUNE), None
     features = notes.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
     if cache == "memory":
         features = features.cache()
+    elif cache and chunks:
+        os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
+        cached = [chunk.map(to_features, num_parallel_calls=tf.data.AUTOTUNE).cache(f"{cache}-{i:04d}")
+                  for i, chunk in enumerate(chunks)]
+        features = functools.reduce(tf.data.Dataset.concatenate, cached)
     elif cache:
         os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
         features = features.cache(cache)
@@ -110,8 +122,9 @@ def split_feature_batches(
     data = make_dataset(spec, split, shuffle=training, seed=seed, shard=shard, part=part)
     key = cache_key(spec, split, shard, part, seed)
     cache = os.path.join(cache_dir, f"{split}-{key}", "features") if cache_dir else "memory"
+    chunks = data.chunks(CACHE_CHUNK) if cache_dir and data.chunks and wave_augment is None else None
     return feature_batches(data.dataset, batch_size, training=training, seed=seed, cache=cache,
-                           wave_augment=wave_augment), data
+                           wave_augment=wave_augment, chunks=chunks), data
 
 
 def eval_dataset(spec: DataSpec, split: str, batch_size: int = 64,
