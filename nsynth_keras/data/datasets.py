@@ -26,7 +26,10 @@ from nsynth_keras.data.notes import DATA, EXTRA, Filters, NoteTable, checked, re
 log = logging.getLogger(__name__)
 
 TFDS_CONFIGS = ("full", "gansynth_subset", "gansynth_subset.f0_and_loudness")
-SHUFFLE_BUFFER = 10_000
+# Log-mels in the buffer that reshuffles a cached split each epoch (and TFDS notes). The cache holds the first pass's
+# random order, so the buffer only varies it from epoch to epoch: 1,000 (16 MB) did that, where 10,000 (160 MB) also
+# grew a training process's memory with every note that passed through it (about 4 KiB a note; bench/scale.py).
+SHUFFLE_BUFFER = 1_000
 # --source NAME -> NoteSource (filled at the end of this module). Adding a source: a function
 # (spec, split, shuffle, seed, shard, part) -> SplitData and an entry in NOTE_SOURCES.
 NOTE_SOURCES: dict[str, NoteSource] = {}
