@@ -32,23 +32,14 @@ def to_features(ex: dict) -> tuple[tf.Tensor, tf.Tensor]:
     return log_mel(ex["audio"]), ex["family"]
 
 
-def feature_dataset(
-    notes: tf.data.Dataset,
-    batch_size: int,
-    *,
-    training: bool = False,
-    seed: int = 0,
-    cache: str | None = "memory",
-    wave_augment: Callable[[dict], dict] | None = None,
-) -> tf.data.Dataset:
-    """Batched (log-mel [b, 64, 64, 1], family [b]) from a note dataset.
+def feature_dataset(notes: tf.data.Dataset, batch_size: int, **options) -> tf.data.Dataset:
+    """Batched (log-mel [b, 64, 64, 1], family [b]) from a note dataset (``options``: those of feature_batches).
 
     Features are computed once and cached (``cache``: "memory", a file prefix, or None),
     so augmentation, mapped on the batches afterwards, sees fresh randomness each epoch.
     ``wave_augment`` (training notes, before the frontend) makes features differ each epoch: nothing is cached.
     """
-    return feature_batches(notes, batch_size, training=training, seed=seed, cache=cache,
-                           wave_augment=wave_augment)[0]
+    return feature_batches(notes, batch_size, **options)[0]
 
 
 def feature_batches(
@@ -88,21 +79,10 @@ def feature_batches(
             features.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
-def split_features(
-    spec: DataSpec,
-    split: str,
-    batch_size: int,
-    *,
-    training: bool = False,
-    seed: int = 0,
-    cache_dir: str | None = None,
-    shard: tuple[int, int] | None = None,
-    part: str = "all",
-    wave_augment: Callable[[dict], dict] | None = None,
-) -> tuple[tf.data.Dataset, SplitData]:
-    """make_dataset + feature_dataset for one split; file cache under cache_dir if given."""
-    (ds, _), data = split_feature_batches(spec, split, batch_size, training=training, seed=seed, cache_dir=cache_dir,
-                                          shard=shard, part=part, wave_augment=wave_augment)
+def split_features(spec: DataSpec, split: str, batch_size: int, **options) -> tuple[tf.data.Dataset, SplitData]:
+    """make_dataset + feature_dataset for one split; file cache under cache_dir if given (``options``: those of
+    split_feature_batches)."""
+    (ds, _), data = split_feature_batches(spec, split, batch_size, **options)
     return ds, data
 
 
