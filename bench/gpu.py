@@ -98,7 +98,8 @@ def run(argv: list[str]) -> dict:
     p.add_argument("--allow-cpu", action="store_true", help="run without a GPU (to test this script)")
     p.add_argument("--json", default=None, help="results file (default: bench/results/gpu_<backend>.json)")
     args = p.parse_args(argv)
-    os.environ.setdefault("KERAS_BACKEND", "jax")
+    if "keras" not in sys.modules:  # Keras reads its backend once, when first imported
+        os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
 
     from nsynth_keras.core.config import NUM_CLASSES

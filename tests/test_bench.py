@@ -47,11 +47,12 @@ def test_precision_bench_times_every_policy(data_dir):
     assert result["speed_vs_float32"]["float32"] == 1.0 and all(v > 0 for v in result["examples_per_s"].values())
 
 
-def test_gpu_bench_writes_log_mels_and_times_precisions_on_any_keras_backend(data_dir, tmp_path):
+def test_gpu_bench_writes_log_mels_and_times_precisions_on_any_keras_backend(data_dir, tmp_path, monkeypatch):
     """The GPU bench's two steps: log-mels as .npy here (TensorFlow), then the timing on whatever backend Keras has
     (JAX on the GPU machine; TensorFlow on this CPU with --allow-cpu). Without a GPU it refuses unless told."""
     import gpu
 
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
     mels = tmp_path / "mels"
     assert gpu.main(["features", "--data-dir", data_dir, "--max-examples", "48", "--out", str(mels)]) == 0
     import numpy as np
@@ -68,6 +69,8 @@ def test_gpu_bench_writes_log_mels_and_times_precisions_on_any_keras_backend(dat
     assert set(result["examples_per_s"]) == {"float32 batch 16", "mixed_bfloat16 batch 16"}
     assert all(v > 0 for v in result["examples_per_s"].values()) and result["examples_per_epoch"] == 96
     assert result["mixed_bfloat16_batch16_over_float32"] > 0 and json.load(open(out))["backend"] == "tensorflow"
+    # Keras was loaded already: the run step must not name another backend for this process's later children
+    assert "KERAS_BACKEND" not in os.environ
     with pytest.raises(SystemExit, match="missing"):
         gpu.main(["run", "--features", str(tmp_path / "nothing"), "--allow-cpu"])
 
