@@ -168,10 +168,6 @@ def accelerator(backend: str) -> str | None:
 
         gpus = [d for d in jax.devices() if d.platform == "gpu"]
         return gpus[0].device_kind if gpus else None
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     if backend == "tensorflow":
         import tensorflow as tf
 

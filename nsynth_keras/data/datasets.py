@@ -58,7 +58,7 @@ def columns_dataset(columns: dict[str, tf.Tensor], *, shuffle: bool = False, see
     """The notes of ``columns``, decoded; shuffled: a new order each pass."""
     n = int(columns["path"].shape[0])
     if not shuffle:
-        return tf.data.Dataset.from_tensor_slices(columns).map(_decode_row, num_parallel_calls=tf.data.AUTOTUNE)
+        return _notes_at(tf.data.Dataset.range(n), columns)
     # NSynth is stored ordered by instrument, so a shuffle buffer after decoding would leave whole batches of
     # one family: shuffle the file list instead, over all of it, with a new order each pass. Each position is
     # computed (index_shuffle), so nothing is buffered: with a shuffle buffer of the whole list, a 300,000-note
@@ -89,8 +89,8 @@ def _permuted(positions: tf.data.Dataset, seed: tf.Tensor, n: int) -> tf.data.Da
 
 
 def _notes_at(positions: tf.data.Dataset, columns: dict[str, tf.Tensor]) -> tf.data.Dataset:
-    rows = positions.map(lambda i: {name: column[i] for name, column in columns.items()})
-    return rows.map(_decode_row, num_parallel_calls=tf.data.AUTOTUNE)
+    return positions.map(lambda i: _decode_row({name: column[i] for name, column in columns.items()}),
+                         num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _decode_row(row: dict) -> dict:

@@ -14,8 +14,8 @@ import tensorflow as tf
 from nsynth_keras.data.datasets import SHUFFLE_BUFFER, DataSpec, SplitData, make_dataset
 from nsynth_keras.data.features import DEFAULT_FRONTEND, FRONTEND, Frontend, log_mel
 
-# Notes per log-mel cache file (160 MB): TensorFlow's cache writer holds about 6 KiB a note in memory until its file
-# is finished, so one file for 100,000 notes grew a first epoch's memory by about 600 MB (bench/scale.py).
+# Notes per log-mel cache file (160 MB): TensorFlow's cache writer holds memory until its file is finished; writing
+# 30,993 notes into one file grew a first epoch by 195 MB, about 6 KiB a note (a pipeline-only probe).
 CACHE_CHUNK = 10_000
 
 
@@ -53,21 +53,19 @@ def feature_batches(
     chunks: list[tf.data.Dataset] | None = None,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """feature_dataset's batches, and the same notes' batches in their cached order over the same cache: what
-    scores the training split (a shuffle there would only fill another 10,000-log-mel buffer, 160 MB).
+    scores the training split without a second shuffle buffer.
     ``chunks``: the same notes in consecutive parts, for a file cache of one file per part."""
     if wave_augment is not None:
         notes, cache = notes.map(wave_augment, num_parallel_calls=tf.data.AUTOTUNE), None
-    features = notes.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache == "memory":
-        features = features.cache()
-    elif cache and chunks:
+    if cache and cache != "memory":
         os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
-        cached = [chunk.map(to_features, num_parallel_calls=tf.data.AUTOTUNE).cache(f"{cache}-{i:04d}")
-                  for i, chunk in enumerate(chunks)]
-        features = functools.reduce(tf.data.Dataset.concatenate, cached)
-    elif cache:
-        os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
-        features = features.cache(cache)
+        parts = [(notes, cache)] if not chunks else [(chunk, f"{cache}-{i:04d}") for i, chunk in enumerate(chunks)]
+        features = functools.reduce(tf.data.Dataset.concatenate, [
+            part.map(to_features, num_parallel_calls=tf.data.AUTOTUNE).cache(name) for part, name in parts])
+    else:
+        features = notes.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
+        if cache == "memory":
+            features = features.cache()
     ds = features
     if training and cache:
         # The file list was shuffled before decoding, but a cache replays its first order: reshuffle each epoch.
