@@ -9,7 +9,8 @@
 4. peak RSS while streaming the whole split (no cache);
 5. (--tfds-dir) notes/s reading the shards the real TFDS builder prepared (python -m nsynth_keras.prepare)
    vs reading the same notes' wav files, and the memory of a 300,000-note file list (the full train
-   split's size): the json/wav path holds paths and labels, not audio, until a note is decoded.
+   split's size): the json/wav path holds paths and labels, not audio, until a note is decoded;
+6. the memory left by reading a 100,000-note examples.json (the note table and the parse's residue).
 Targets: (1) >= 5x, (2) cached <= 10% of first, (3) >= 90%.
 """
 
@@ -130,6 +131,7 @@ def main(argv=None) -> dict:
     if args.tfds_dir:
         out.update(tfds_vs_jsonwav(spec, args))
     out.update(index_memory(spec, args.split))
+    out.update(read_memory())
 
     out["targets"] = {"tfdata >= 5x librosa": out["speedup"] >= 5,
                       "cached epoch <= 10% of first": out["cached_over_first"] <= 0.10,
@@ -186,6 +188,43 @@ def index_memory(spec, split: str, notes: int = 300_000) -> dict:
     gc.collect()
     return {"index_notes": notes, "index_rss_growth_mib": round(grown, 1),
             "index_bytes_per_note": round(grown * 2**20 / notes, 1)}
+
+
+READ_PROBE = """
+import sys
+from nsynth_keras.data.notes import read_examples
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+before = rss()
+table = read_examples(sys.argv[1], "train", check=False)
+print(len(table), rss() - before)
+"""
+
+
+def read_memory(notes: int = 100_000) -> dict:
+    """Memory that reading a listing of ``notes`` rendered-style entries (examples.json only) leaves in a fresh
+    process: the note table and whatever the JSON parse could not give back."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as root:
+        os.makedirs(os.path.join(root, "nsynth-train"))
+        examples = {}
+        for i in range(notes):
+            instrument = f"keyboard_synthetic_bench_{i // 400:04d}"
+            pitch, velocity = 21 + i % 88, 25 * (1 + i % 5)
+            examples[f"{instrument}-{pitch:03d}-{velocity:03d}"] = {
+                "instrument_family": 4, "instrument_family_str": "keyboard", "instrument_source": 2,
+                "instrument_source_str": "synthetic", "instrument_str": instrument,
+                "note_str": f"{instrument}-{pitch:03d}-{velocity:03d}", "pitch": pitch, "sample_rate": 16000,
+                "velocity": velocity}
+        with open(os.path.join(root, "nsynth-train", "examples.json"), "w") as f:
+            json.dump(examples, f)
+        del examples
+        done = subprocess.run([sys.executable, "-c", READ_PROBE, root], capture_output=True, text=True, check=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    read, grown = map(int, done.stdout.split())
+    return {"read_notes": read, "read_bytes_per_note": round(grown / read, 1)}
 
 
 def current_rss_mib() -> float:

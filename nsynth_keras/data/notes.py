@@ -13,6 +13,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -142,7 +143,7 @@ def read_examples(
         raise DataError(f"{json_path} not found: {data_dir} has no json/wav '{split}' split")
     try:
         with open(json_path, encoding="utf-8") as f:
-            examples = json.load(f)
+            examples = json.load(f, object_hook=_parsed_early)
     except (OSError, ValueError) as err:
         raise DataError(f"{json_path}: not valid JSON ({err})") from None
     if not isinstance(examples, dict):
@@ -159,17 +160,18 @@ def read_examples(
         except (TypeError, ValueError) as err:
             _skip(table, f"{json_path}: entry {key!r}: {err}", strict)
             continue
-        if filters.keeps(row["source"], row["pitch"]):
-            row["path"] = layout.wav(split, key)
-            candidates.append(row)
+        if filters.keeps(row.source, row.pitch):
+            candidates.append((key, row))
+    del examples  # before the paths are made, so that they are not scattered among its freed objects
     if filters.max_examples is not None and filters.max_examples < len(candidates):
         # A seeded sample (kept in file order) so a smoke run still sees every family.
         keep = np.sort(np.random.default_rng(seed).choice(len(candidates), filters.max_examples, replace=False))
         candidates = [candidates[i] for i in keep]
 
-    for row in candidates:
-        for name in ("path", "note", "instrument", "family", "source", "pitch", "velocity"):
-            getattr(table, name).append(row[name])
+    for key, row in candidates:
+        table.path.append(layout.wav(split, key))
+        for name in ("note", "instrument", "family", "source", "pitch", "velocity"):
+            getattr(table, name).append(getattr(row, name))
         table.standard.append(None)  # not probed yet
     if check:
         table = checked(table, strict)
@@ -223,20 +225,45 @@ def _midi(meta: dict, field: str, default: int | None = None) -> int:
     return value
 
 
-def _parse_entry(key: str, meta: dict) -> dict:
+class _Fields(NamedTuple):
+    """A note's labels as read from examples.json (note and instrument None where the entry leaves them out)."""
+
+    note: str | None
+    instrument: str | None
+    family: int
+    source: int
+    pitch: int
+    velocity: int
+
+
+def _fields(meta: dict) -> _Fields:
+    note, instrument = meta.get("note_str"), meta.get("instrument_str")
+    return _Fields(None if note is None else str(note), None if instrument is None else str(instrument),
+                   _label(meta, "instrument_family", FAMILIES), _label(meta, "instrument_source", SOURCES),
+                   _midi(meta, "pitch"), _midi(meta, "velocity", 0))
+
+
+def _parsed_early(obj: dict) -> dict | _Fields:
+    """json's object_hook: each note's metadata becomes its few fields as soon as it is read, so the parser's
+    dicts are freed one at a time instead of all at the end (100,000 notes: read_examples left 1,244 bytes a
+    note in the process, the freed dicts' memory pinned by the strings among them; now 673: bench/pipeline.py).
+    Anything else, a bad entry included, stays as read, for _parse_entry to check and name."""
+    try:
+        return _fields(obj)
+    except (KeyError, TypeError, ValueError):
+        return obj
+
+
+def _parse_entry(key: str, meta: dict | _Fields) -> _Fields:
     # The key names the wav file: a plain name, never a path out of the audio folder.
     if not isinstance(key, str) or not NOTE_NAME.match(key) or ".." in key:
         raise ValueError("the note name is not a plain file name (letters, digits, '_', '-', '.'; no '/' or '..')")
-    if not isinstance(meta, dict):
-        raise TypeError("metadata is not an object")
-    return {
-        "note": str(meta.get("note_str", key)),
-        "instrument": str(meta.get("instrument_str", key.rsplit("-", 2)[0])),
-        "family": _label(meta, "instrument_family", FAMILIES),
-        "source": _label(meta, "instrument_source", SOURCES),
-        "pitch": _midi(meta, "pitch"),
-        "velocity": _midi(meta, "velocity", 0),
-    }
+    if not isinstance(meta, _Fields):
+        if not isinstance(meta, dict):
+            raise TypeError("metadata is not an object")
+        meta = _fields(meta)
+    return meta._replace(note=key if meta.note is None else meta.note,
+                         instrument=key.rsplit("-", 2)[0] if meta.instrument is None else meta.instrument)
 
 
 def _check_wav(path: str) -> bool | AudioError:
