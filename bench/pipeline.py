@@ -171,23 +171,40 @@ def tfds_vs_jsonwav(spec, args) -> dict:
             "tfds_over_jsonwav": round(rates["tfds"] / rates["jsonwav"], 3)}
 
 
+INDEX_PROBE = """
+import gc, sys
+import nsynth_keras
+from nsynth_keras.data.datasets import table_dataset
+from nsynth_keras.data.notes import Filters, read_examples
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+one = read_examples(sys.argv[1], sys.argv[2], Filters(max_examples=1))
+next(iter(table_dataset(one, shuffle=True).batch(64)))  # TensorFlow's runtime started before the baseline
+gc.collect()
+before = rss()
+notes = int(sys.argv[3])
+table = one.subset([0] * notes)
+next(iter(table_dataset(table, shuffle=True).batch(64)))
+print(rss() - before)
+"""
+
+
 def index_memory(spec, split: str, notes: int = 300_000) -> dict:
     """RSS growth for a 300,000-note file list (one real wav listed 300,000 times) made into the
-    decoding dataset and read for one batch: paths and labels only, no audio held."""
-    import gc
+    decoding dataset and read for one batch: paths and labels only, no audio held. In a fresh process: this
+    one's freed memory would be reused and hide the growth."""
+    grown = int(probe(INDEX_PROBE, spec.data_dir, split, str(notes)))
+    return {"index_notes": notes, "index_rss_growth_mib": round(grown / 2**20, 1),
+            "index_bytes_per_note": round(grown / notes, 1)}
 
-    from nsynth_keras.data.datasets import table_dataset
 
-    one = read_examples(spec.data_dir, split, spec.filters)
-    before = current_rss_mib()
-    table = one.subset([0] * notes)
-    ds = table_dataset(table, shuffle=True).batch(64)
-    next(iter(ds))
-    grown = current_rss_mib() - before
-    del table, ds
-    gc.collect()
-    return {"index_notes": notes, "index_rss_growth_mib": round(grown, 1),
-            "index_bytes_per_note": round(grown * 2**20 / notes, 1)}
+def probe(script: str, *args: str) -> str:
+    """What ``script`` prints, run in a fresh Python process from the repository root."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return done.stdout
 
 
 READ_PROBE = """
@@ -204,7 +221,6 @@ print(len(table), rss() - before)
 def read_memory(notes: int = 100_000) -> dict:
     """Memory that reading a listing of ``notes`` rendered-style entries (examples.json only) leaves in a fresh
     process: the note table and whatever the JSON parse could not give back."""
-    import subprocess
     import tempfile
 
     with tempfile.TemporaryDirectory() as root:
@@ -221,18 +237,8 @@ def read_memory(notes: int = 100_000) -> dict:
         with open(os.path.join(root, "nsynth-train", "examples.json"), "w") as f:
             json.dump(examples, f)
         del examples
-        done = subprocess.run([sys.executable, "-c", READ_PROBE, root], capture_output=True, text=True, check=True,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    read, grown = map(int, done.stdout.split())
+        read, grown = map(int, probe(READ_PROBE, root).split())
     return {"read_notes": read, "read_bytes_per_note": round(grown / read, 1)}
-
-
-def current_rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return rss_mib()
 
 
 if __name__ == "__main__":

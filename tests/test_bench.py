@@ -22,6 +22,9 @@ def test_pipeline_bench_reports_every_figure(data_dir, tmp_path):
     # Reading a 100,000-note listing keeps about 670 bytes a note (1,244 when the parse's dicts were all kept
     # until the end: their freed memory stayed pinned by the strings among them).
     assert out["read_notes"] == 100_000 and 0 < out["read_bytes_per_note"] < 1_000
+    # A 300,000-note file list, shuffled by computed positions: about 400 bytes a note (a shuffle buffer of the
+    # whole list held 1,421).
+    assert out["index_notes"] == 300_000 and 0 < out["index_bytes_per_note"] < 1_000
 
 
 def test_inference_bench_times_every_format(trained_run):
