@@ -219,21 +219,19 @@ print(len(table), rss() - before)
 
 
 def read_memory(notes: int = 100_000) -> dict:
-    """Memory that reading a listing of ``notes`` rendered-style entries (examples.json only) leaves in a fresh
+    """Memory that reading a listing of ``notes`` rendered notes' entries (examples.json only) leaves in a fresh
     process: the note table and whatever the JSON parse could not give back."""
     import tempfile
+
+    from nsynth_keras.sounds.rendering import PlannedNote, metadata
 
     with tempfile.TemporaryDirectory() as root:
         os.makedirs(os.path.join(root, "nsynth-train"))
         examples = {}
-        for i in range(notes):
-            instrument = f"keyboard_synthetic_bench_{i // 400:04d}"
-            pitch, velocity = 21 + i % 88, 25 * (1 + i % 5)
-            examples[f"{instrument}-{pitch:03d}-{velocity:03d}"] = {
-                "instrument_family": 4, "instrument_family_str": "keyboard", "instrument_source": 2,
-                "instrument_source_str": "synthetic", "instrument_str": instrument,
-                "note_str": f"{instrument}-{pitch:03d}-{velocity:03d}", "pitch": pitch, "sample_rate": 16000,
-                "velocity": velocity}
+        for i in range(notes):  # every field that render writes
+            note = PlannedNote("bench.sf2", i // 400, f"keyboard_synthetic_bench_{i // 400:04d}", "keyboard",
+                               "synthetic", 21 + i % 88, 25 * (1 + i % 5))
+            examples[note.note_str] = metadata(note, i, i // 400)
         with open(os.path.join(root, "nsynth-train", "examples.json"), "w") as f:
             json.dump(examples, f)
         del examples

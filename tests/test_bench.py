@@ -19,7 +19,7 @@ def test_pipeline_bench_reports_every_figure(data_dir, tmp_path):
         assert out[key] > 0
     assert out["notes"] == 16 and len(out["targets"]) == 3
     assert out["librosa_max_abs_diff"] < 0.05  # the librosa loop computes the same features
-    # Reading a 100,000-note listing keeps about 670 bytes a note (1,244 when the parse's dicts were all kept
+    # Reading 100,000 rendered notes' listing keeps about 675 bytes a note (1,690 when the parse's dicts were all kept
     # until the end: their freed memory stayed pinned by the strings among them).
     assert out["read_notes"] == 100_000 and 0 < out["read_bytes_per_note"] < 1_000
     # A 300,000-note file list, shuffled by computed positions: about 400 bytes a note (a shuffle buffer of the

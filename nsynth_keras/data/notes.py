@@ -245,8 +245,8 @@ def _fields(meta: dict) -> _Fields:
 
 def _parsed_early(obj: dict) -> dict | _Fields:
     """json's object_hook: each note's metadata becomes its few fields as soon as it is read, so the parser's
-    dicts are freed one at a time instead of all at the end (100,000 notes: read_examples left 1,244 bytes a
-    note in the process, the freed dicts' memory pinned by the strings among them; now 673: bench/pipeline.py).
+    dicts are freed one at a time instead of all at the end (100,000 notes: read_examples left 1,690 bytes a
+    note in the process, the freed dicts' memory pinned by the strings among them; now 675: bench/pipeline.py).
     Anything else, a bad entry included, stays as read, for _parse_entry to check and name."""
     try:
         return _fields(obj)
