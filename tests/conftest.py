@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 
 import pytest
 
@@ -17,8 +19,8 @@ SHARED_NSYNTH = os.environ.get("NSYNTH_DATA_DIR", os.path.join(ROOT, "..", "shar
 
 # The longest test files first: with one file per worker at a time (pytest-xdist --dist loadfile), a long file
 # that starts last would keep one worker busy while the others wait at the end.
-LONGEST_FIRST = ("test_notebook.py", "test_bench.py", "test_reliability.py", "test_export.py", "test_tune.py",
-                 "test_synth.py")
+LONGEST_FIRST = ("test_web.py", "test_export.py", "test_safety.py", "test_reliability.py", "test_render.py",
+                 "test_prepare.py", "test_outputs_and_overlap.py", "test_synth.py", "test_bench.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -52,12 +54,21 @@ def real_wav(data_dir, examples) -> str:
 
 
 @pytest.fixture(scope="session")
-def trained_run(data_dir, tmp_path_factory) -> str:
-    """A baseline trained by the train CLI on a small seeded sample of real notes."""
-    out = tmp_path_factory.mktemp("runs")
-    # float32 whatever the CPU: the export thresholds below are checked on the same model everywhere.
-    config = TrainConfig(epochs=3, out=str(out), run_name="smoke", seed=1, mixed_precision="off")
-    return train(config, DataSpec(data_dir=data_dir, filters=Filters(max_examples=160)))
+def trained_run(data_dir, tmp_path_factory, worker_id) -> str:
+    """A baseline trained by the train CLI on a small seeded sample of real notes. The first xdist worker to ask
+    trains it once for the session; every worker gets its own copy (tests export into it)."""
+    base = tmp_path_factory.getbasetemp()
+    session = base.parent if worker_id != "master" else base  # the parent is this session's, shared by workers
+    trained = session / "trained-run"
+    with open(session / "trained-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (trained / "smoke" / "config.json").exists():
+            # float32 whatever the CPU: the export thresholds below are checked on the same model everywhere.
+            config = TrainConfig(epochs=3, out=str(trained), run_name="smoke", seed=1, mixed_precision="off")
+            train(config, DataSpec(data_dir=data_dir, filters=Filters(max_examples=160)))
+    run = tmp_path_factory.mktemp("runs") / "smoke"
+    shutil.copytree(trained / "smoke", run)
+    return str(run)
 
 
 @pytest.fixture(scope="session")

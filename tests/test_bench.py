@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 
 
+@pytest.mark.slow
 def test_pipeline_bench_reports_every_figure(data_dir, tmp_path):
     import pipeline
 
@@ -45,6 +46,7 @@ def test_accuracy_bench_quick(data_dir, tmp_path):
     assert "| baseline |" in (tmp_path / "accuracy_quick.md").read_text()
 
 
+@pytest.mark.slow
 def test_precision_bench_times_every_policy(data_dir):
     import precision
 
@@ -53,6 +55,7 @@ def test_precision_bench_times_every_policy(data_dir):
     assert result["speed_vs_float32"]["float32"] == 1.0 and all(v > 0 for v in result["examples_per_s"].values())
 
 
+@pytest.mark.slow
 def test_gpu_bench_writes_log_mels_and_times_precisions_on_any_keras_backend(data_dir, tmp_path, monkeypatch):
     """The GPU bench's two steps: log-mels as .npy here (TensorFlow), then the timing on whatever backend Keras has
     (JAX on the GPU machine; TensorFlow on this CPU with --allow-cpu). Without a GPU it refuses unless told."""
@@ -81,6 +84,7 @@ def test_gpu_bench_writes_log_mels_and_times_precisions_on_any_keras_backend(dat
         gpu.main(["run", "--features", str(tmp_path / "nothing"), "--allow-cpu"])
 
 
+@pytest.mark.slow
 def test_speed_bench_caps_the_isa_and_compares_keras_and_pytorch_side_by_side(data_dir, tmp_path):
     """--isa avx2 caps oneDNN whatever the CPU (read back from oneDNN's own log), and the cells are timed side by
     side: Keras with 1 and 32 steps per call, and PyTorch where it is installed (the bench extra)."""
@@ -117,6 +121,7 @@ def test_the_isa_cap_reaches_onednn(monkeypatch):
     assert any("isa:Intel SSE4.1" in line for line in speed.isa_in_use("keras", "sse41"))
 
 
+@pytest.mark.slow
 def test_ensemble_bench_scores_members_and_their_average(trained_run, data_dir, tmp_path):
     import ensemble
 

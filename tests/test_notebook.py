@@ -104,6 +104,7 @@ def check_every_section_ran(nb, data_dir: str, runs_dir) -> str:
     return text
 
 
+@pytest.mark.slow
 def test_notebook_runs_every_cell_on_a_small_sample(small_nsynth, tmp_path, monkeypatch):
     """Every code path of the walkthrough, on a few real notes per family, 2 epochs and a coarse render."""
     nb = run_notebook(small_nsynth, tmp_path, monkeypatch,

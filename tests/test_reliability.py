@@ -132,6 +132,7 @@ def _train_cmd(data_dir, out, epochs):
             "--out", str(out), "--run-name", "resumable", "--no-tflite", "--seed", "3"]
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_where_it_stopped(small_nsynth, tmp_path):
     epochs = 8
     cmd = _train_cmd(small_nsynth, tmp_path, epochs)
@@ -164,7 +165,7 @@ def test_deterministic_runs_give_identical_metrics(data_dir, tmp_path):
 
     histories = []
     for name in ("a", "b"):
-        rc = train.main(["--data-dir", data_dir, "--max-examples", "96", "--epochs", "2", "--seed", "7",
+        rc = train.main(["--data-dir", data_dir, "--max-examples", "48", "--epochs", "2", "--seed", "7",
                          "--deterministic", "--out", str(tmp_path), "--run-name", name, "--no-tflite"])
         assert rc == 0
         histories.append(json.load(open(tmp_path / name / "history.json")))

@@ -91,6 +91,7 @@ def test_a_soundfont_can_be_marked_synthetic(tmp_path):
     assert set(table.source) == {2} and all("_synthetic_" in i for i in table.instrument)
 
 
+@pytest.mark.slow
 def test_fine_tuning_keeps_a_family_only_the_extra_notes_have(tiny_nsynth, tmp_path):
     """tiny_nsynth has no vocal note; vocal presets are pretrained on, and --finetune-extra keeps them in the
     fine-tuning batches, so the fine-tuned model still names held-out vocal presets (without it, it cannot)."""

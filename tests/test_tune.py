@@ -26,6 +26,7 @@ def test_impossible_configurations_fail_without_training():
     assert model.count_params() == 119691
 
 
+@pytest.mark.slow
 def test_search_resume_summary_and_export_best(data_dir, tmp_path, capsys):
     project = str(tmp_path / "tuning" / "demo")
     args = ["--data-dir", data_dir, "--project", project, "--algorithm", "random", "--pitch-max", "80", *TINY]
