@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+from nsynth_keras.core.config import FAMILIES
+from nsynth_keras.sounds.synth import VOICES
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 
 
@@ -184,6 +187,24 @@ def test_scale_bench_quick_measures_every_step(data_dir, tmp_path):
     assert workers["first"]["notes"] > 2000 * 0.9 and workers["cached_epoch_vs_one_worker"] > 0
     for step in result["steps"]:  # the on-device check may find a 1-epoch model's int8 below its threshold
         assert step["exit_code"] in ((0, 1) if step["step"].startswith("on-device check") else (0,)), step
+
+
+@pytest.mark.slow
+def test_realism_bench_scores_every_kind_with_real_only_models(data_dir, tmp_path):
+    import realism
+
+    out = tmp_path / "realism.json"
+    result = realism.main(["--data-dir", data_dir, "--max-examples", "60", "--seeds", "0", "--epochs", "1",
+                           "--presets", "1", "--runs", str(tmp_path / "runs"), "--json", str(out), "--label", "quick"])
+    assert set(result["kinds"]) == {kind for voices in VOICES.values() for kind in voices}
+    for kind in result["kinds"].values():
+        assert kind["notes"] == 3 and 0 <= kind["recognised"] <= 1 and sum(kind["named_as"].values()) == 3
+    assert set(result["families"]) == set(FAMILIES) and json.load(open(out))["quick"]["models"] == ["real-only-seed0"]
+    trained = os.path.getmtime(tmp_path / "runs" / "real-only-seed0" / "config.json")
+    again = realism.main(["--data-dir", data_dir, "--max-examples", "60", "--seeds", "0", "--epochs", "1",
+                          "--presets", "1", "--runs", str(tmp_path / "runs"), "--json", str(out), "--label", "again"])
+    assert os.path.getmtime(tmp_path / "runs" / "real-only-seed0" / "config.json") == trained  # reused
+    assert again["kinds"] == result["kinds"] and set(json.load(open(out))) == {"quick", "again"}
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the oneDNN default is set on x86 CPUs only")

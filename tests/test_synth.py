@@ -48,6 +48,24 @@ def test_every_kind_plays_a_finite_4_s_note_whose_level_follows_velocity():
                 assert end < 0.5 * held + 1e-4, (preset.name, pitch, end, held)
 
 
+def test_notes_have_no_dc_and_struck_kinds_die_away():
+    """What a real-only model heard as unreal: a driven guitar sitting on a DC offset (most of its energy below
+    200 Hz for a 262 Hz note), FM bells and electric pianos held flat to the release."""
+    freqs = np.fft.rfftfreq(NUM_SAMPLES, 1 / SAMPLE_RATE)
+    for family, voices in VOICES.items():
+        for i, kind in enumerate(voices):
+            for index in (i, i + len(voices)):
+                x = render_note(make_preset(family, index), 60, 100).astype(np.float64)
+                assert abs(x.mean()) < 1e-3, (kind, x.mean())
+                if kind == "drive_guitar":
+                    power = np.abs(np.fft.rfft(x)) ** 2
+                    assert power[freqs < 200].sum() < 0.05 * power.sum(), kind
+                if kind in ("fm_bell", "fm_epiano"):
+                    start, end = (np.sqrt(np.mean(x[int(t * SAMPLE_RATE) : int((t + 0.1) * SAMPLE_RATE)] ** 2))
+                                  for t in (0.05, 2.85))
+                    assert end < 0.7 * start, (kind, end, start)  # over 3 dB down before the release, not flat
+
+
 def test_presets_are_seeded_and_differ_between_seeds():
     a, b = make_preset("synth_lead", 0, seed=0), make_preset("synth_lead", 0, seed=1)
     assert render_note(a, 60, 100).tobytes() == render_note(make_preset("synth_lead", 0, seed=0), 60, 100).tobytes()

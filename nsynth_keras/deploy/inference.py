@@ -153,10 +153,14 @@ def load_classifier(model: str, trust_saved_model: bool = False) -> Classifier:
 
 def predict_clips(clf: Classifier, clips: list[Clip]) -> np.ndarray:
     """Probabilities [n, 11] for decoded clips."""
-    if not clips:
+    return predict_waveforms(clf, np.stack([c.waveform for c in clips]) if clips else np.zeros((0, NUM_SAMPLES)))
+
+
+def predict_waveforms(clf: Classifier, waves: np.ndarray) -> np.ndarray:
+    """Probabilities [n, 11] for 4 s waveforms [n, 64000] at 16 kHz: the model's own input (its run's log-mel)."""
+    if not len(waves):
         return np.zeros((0, NUM_CLASSES), np.float32)
-    waves = np.stack([c.waveform for c in clips])
-    x = waves if clf.takes_waveform else log_mel(waves, clf.frontend).numpy()
+    x = waves if clf.takes_waveform else log_mel(waves.astype(np.float32), clf.frontend).numpy()
     return clf.predict(x)
 
 
