@@ -104,6 +104,9 @@ def make_preset(family: str, index: int, seed: int = 0) -> Preset:
     }
     if kind in ("saw_brass", "fm_brass"):
         p["attack"] = float(r.uniform(0.03, 0.12))  # brass swells in
+    if kind == "bowed_string":
+        p["attack"] = float(r.uniform(0.05, 0.25))
+        p["sustain"] = float(r.uniform(0.7, 1.0))
     if kind in ("saw_ensemble", "pwm_pad", "choir"):
         p["attack"] = float(r.uniform(0.08, 0.5))
         p["voices"] = int(r.integers(4, 9))
@@ -454,6 +457,21 @@ def pwm_pad(p, f0, bright, r):
     x = sum(pulse(f * (1 + s), 0.5 + 0.4 * np.sin(2 * np.pi * r.uniform(0.2, 1.0) * T + r.uniform(0, 6.3)),
                   r.uniform()) for s in (-p["detune"], 0, p["detune"])) / np.sqrt(3)
     return lowpass(x, f0 * (2 + 10 * bright), 0.8), False
+
+
+@voice_of("string")
+def bowed_string(p, f0, bright, r):
+    """A bowed string: the bow's sawtooth (Helmholtz motion) with a player's wide vibrato, through the body's
+    resonances (the air and wood modes below 1 kHz, the bridge hill near 2.5 kHz), plus bow noise."""
+    depth = 0.006 + 0.012 * r.uniform()  # 0.1-0.3 semitone
+    vib = depth * np.sin(2 * np.pi * r.uniform(4.8, 6.5) * T) * np.clip((T - r.uniform(0.1, 0.4)) / 0.4, 0, 1)
+    x = saw(f0 * (1 + vib), r.uniform())
+    size = r.uniform(0.5, 1.6)  # a cello's body is lower than a violin's
+    modes = [(275 * size, 40), (460 * size, 60), (r.uniform(700, 1100), 150), (r.uniform(2200, 3000), 700),
+             (r.uniform(3300, 4200), 900)]
+    body = 0.3 * x + sum(r.uniform(0.4, 1.0) * bandpass(x, fc, bw) for fc, bw in modes)
+    noise = lowpass(r.standard_normal(NUM_SAMPLES), 4000 + 4000 * bright) * p["breath"] * 0.5
+    return lowpass(body + noise, min(f0 * (6 + 16 * bright), 0.45 * SR), 0.7), False
 
 
 @voice_of("synth_lead")
