@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
-from nsynth_keras.core.files import read_json, write_json  # noqa: E402
+from nsynth_keras.core.files import set_json_entry  # noqa: E402
 from nsynth_keras.data.twins import audit_split  # noqa: E402
 from nsynth_keras.deploy.inference import load_classifier  # noqa: E402
 from nsynth_keras.reports.evaluation import generalisation, predict_split_with, report  # noqa: E402
@@ -64,9 +64,7 @@ def main(argv=None) -> dict:
                   f"+-{statistics.pstdev(values):.3f} ({', '.join(f'{v:.3f}' for v in values)})  "
                   f"ensemble {together[part]:.3f}", flush=True)
         result["splits"][split] = rows
-    results = read_json(args.json) if os.path.isfile(args.json) else {}
-    results[args.name] = result
-    write_json(args.json, results)
+    set_json_entry(args.json, args.name, result)
     return result
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, ROOT)
 
 from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
 from nsynth_keras.core.config import FAMILIES  # noqa: E402
-from nsynth_keras.core.files import read_json, write_json  # noqa: E402
+from nsynth_keras.core.files import read_json, set_json_entry  # noqa: E402
 from nsynth_keras.data.notes import read_examples  # noqa: E402
 from nsynth_keras.deploy.inference import load_classifier, predict_waveforms  # noqa: E402
 from nsynth_keras.learn.training import TrainConfig, train  # noqa: E402
@@ -115,9 +115,7 @@ def main(argv=None) -> dict:
               "seconds": round(time.time() - start, 1)}
     print(f"[realism] mean over {len(scored)} kinds {result['mean_over_kinds']:.3f}; by family: "
           + ", ".join(f"{f} {v:.2f}" for f, v in families.items()))
-    results = read_json(args.json) if os.path.isfile(args.json) else {}
-    results[args.label] = result
-    write_json(args.json, results)
+    set_json_entry(args.json, args.label, result)
     return result
 
 

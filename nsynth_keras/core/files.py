@@ -117,6 +117,13 @@ def read_json(path: str) -> dict:
         raise RunError(f"{path}: cannot read ({err})") from None
 
 
+def set_json_entry(path: str, key: str, value) -> None:
+    """Set one entry of a JSON object file (a results file that collects named measurements), keeping the rest."""
+    entries = read_json(path) if os.path.isfile(path) else {}
+    entries[key] = value
+    write_json(path, entries)
+
+
 def write_bytes(path: str, data: bytes) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
