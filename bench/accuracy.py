@@ -69,6 +69,8 @@ CONFIGS = {
     # The recording chain (EQ, filters, room, noise) on half the training notes, drawn anew each epoch.
     "baseline+chain": ({"recording_chain": 0.5}, (), {}),
     "baseline+timgm6mb+chain": ({"recording_chain": 0.5}, ("timgm6mb",), {}),
+    # The synthesizer's 16 presets per family mixed in: what its realism fixes change, at a baseline's cost.
+    "baseline+synth": ({}, ("synth",), {}),
     "wide+augment+timgm6mb": ({**WIDE, "augment": AUGMENT}, ("timgm6mb",), {}),
     "wide+augment+3sf": ({**WIDE, "augment": AUGMENT}, SF3, {}),
     "wide+augment+3sf-pretrain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10}, SF3, {}),
