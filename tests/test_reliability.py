@@ -160,6 +160,7 @@ def test_killed_training_resumes_where_it_stopped(small_nsynth, tmp_path):
     assert {"model.keras", "saved_model", "config.json"} <= set(os.listdir(tmp_path / "resumable"))
 
 
+@pytest.mark.slow
 def test_deterministic_runs_give_identical_metrics(data_dir, tmp_path):
     from nsynth_keras import train
 

@@ -118,6 +118,7 @@ def test_extra_notes_reach_the_train_split_only(rendered, data_dir):
     assert sorted(Counter(FAMILIES[f] for f in even.families).values()) == [2, 2, 2]
 
 
+@pytest.mark.slow
 def test_train_mixes_and_pretrains_on_rendered_notes(rendered, data_dir, tmp_path):
     common = ["--data-dir", data_dir, "--max-examples", "40", "--epochs", "1", "--out", str(tmp_path), "--no-tflite",
               "--extra-train", rendered]
