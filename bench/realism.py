@@ -57,17 +57,16 @@ def real_only_models(spec, seeds: list[int], runs: str, epochs: int, patience: i
     return folders
 
 
-def kind_notes(family: str, kind: str, presets: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    """``presets`` presets of one kind, each at three pitches of the family's range: waveforms and preset names."""
+def kind_notes(family: str, kind: str, presets: int, seed: int) -> np.ndarray:
+    """``presets`` presets of one kind, each at three pitches of the family's range: waveforms [n, 64000]."""
     kinds = list(VOICES[family])
-    waves, names = [], []
+    waves = []
     for n in range(presets):
         preset = make_preset(family, kinds.index(kind) + n * len(kinds), seed)
         low, high = preset.pitch_range
         for pitch in (low + (high - low) // 4, (low + high) // 2, high - (high - low) // 4):
             waves.append(render_note(preset, pitch, VELOCITY))
-            names.append(preset.name)
-    return np.stack(waves), names
+    return np.stack(waves)
 
 
 def main(argv=None) -> dict:
@@ -93,7 +92,7 @@ def main(argv=None) -> dict:
     print(f"[realism] {'family':10} {'kind':15} named right (mean over {len(models)} models)  most often named")
     for family in FAMILIES:
         for kind in VOICES[family]:
-            waves, _ = kind_notes(family, kind, args.presets, args.preset_seed)
+            waves = kind_notes(family, kind, args.presets, args.preset_seed)
             named = [np.argmax(predict_waveforms(model, waves), axis=1) for model in models]
             right = [float(np.mean(n == FAMILIES.index(family))) for n in named]
             counts = collections.Counter(FAMILIES[i] for n in named for i in n)

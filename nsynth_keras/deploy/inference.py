@@ -160,7 +160,7 @@ def predict_waveforms(clf: Classifier, waves: np.ndarray) -> np.ndarray:
     """Probabilities [n, 11] for 4 s waveforms [n, 64000] at 16 kHz: the model's own input (its run's log-mel)."""
     if not len(waves):
         return np.zeros((0, NUM_CLASSES), np.float32)
-    x = waves if clf.takes_waveform else log_mel(waves.astype(np.float32), clf.frontend).numpy()
+    x = waves if clf.takes_waveform else log_mel(np.asarray(waves, np.float32), clf.frontend).numpy()
     return clf.predict(x)
 
 
