@@ -29,6 +29,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from speed import cpu_info  # noqa: E402
+
 from nsynth_keras.core.files import write_json  # noqa: E402
 
 SF2 = "/usr/share/sounds/sf2"
@@ -262,8 +264,21 @@ def train_sizes(args, result: dict, log: list[dict], rendered: list[str], result
             "valid_accuracy": config["scores"]["valid"]["accuracy"],
             "test_accuracy": config["scores"]["test"]["accuracy"],
         }
+        result["train_cpu"] = cpu_info()  # the training runs' machine (a partial rerun may differ from the rest's)
+        result["peak_rss_growth_kib_per_note"] = rss_growth(result["runs"])
         compare_workers(result)
         write_json(results_file, result)
+
+
+def rss_growth(runs: dict) -> dict | None:
+    """Peak memory added per training note from the smallest to the biggest size (first epoch, and cached):
+    what a bigger dataset costs beyond the fixed part."""
+    if len(runs) < 2:
+        return None
+    small, big = (runs[k] for k in sorted(runs, key=int)[::len(runs) - 1])
+    notes = big["train_notes"] - small["train_notes"]
+    return {which: round((big[key] - small[key]) * 1024 / notes, 2) for which, key in
+            (("first", "train_peak_rss_mib"), ("cached", "cached_train_peak_rss_mib"))}
 
 
 def heldout_steps(args, result: dict, log: list[dict], heldout: str, results_file: str) -> None:

@@ -9,7 +9,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from nsynth_keras.core.config import FAMILIES
 from nsynth_keras.core.errors import RunError
@@ -22,6 +23,16 @@ def first_line(err: BaseException, limit: int = 200) -> str:
     """The first line of an error message, shortened: what a one-line error shows of a library's exception."""
     text = str(err).strip().splitlines()
     return (text[0] if text else type(err).__name__)[:limit]
+
+
+def map_files(fn: Callable[[str], object], paths: list[str], workers: int = 16, window: int = 1024) -> list:
+    """``[fn(p) for p in paths]`` on a pool of threads (file reads release the GIL), ``window`` paths at a time:
+    ``pool.map`` over every path at once holds a future per path, about 800 bytes a note (77 MiB for 98,460)."""
+    results: list = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(paths), window):
+            results.extend(pool.map(fn, paths[start:start + window]))
+    return results
 
 
 def remove(path: str) -> None:

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from nsynth_keras.core.config import DEFAULT_DATA_DIR, NUM_SAMPLES, SOURCES, SPLITS
 from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.files import atomic_path
 from nsynth_keras.core.settings import from_dict, setting
 from nsynth_keras.data.audio import read_wav
 from nsynth_keras.data.leakage import without_overlap
@@ -70,18 +71,61 @@ def columns_dataset(columns: dict[str, tf.Tensor], *, shuffle: bool = False, see
     return _notes_at(positions, columns).apply(tf.data.experimental.assert_cardinality(n))
 
 
-def columns_chunks(columns: dict[str, tf.Tensor], size: int, *, shuffle: bool = False,
-                   seed: int = 0) -> list[tf.data.Dataset]:
-    """The notes of ``columns`` in consecutive chunks of at most ``size``, over one order that every pass
-    repeats (shuffled: fixed by ``seed``): what a file cache is written from, one file per chunk."""
-    n = int(columns["path"].shape[0])
+def chunk_name(prefix: str, index: int) -> str:
+    """Where chunk ``index`` of a split cached under ``prefix`` keeps its log-mel cache (TensorFlow adds .index and
+    .data-*) and, with NOTE_LIST added, the list of its notes."""
+    return f"{prefix}-{index:04d}"
+
+
+NOTE_LIST = ".notes.tfrecord"
+_NOTE_LIST_FIELDS = {"path": tf.string, "standard": tf.int64, "note": tf.string, "instrument": tf.string,
+                     "family": tf.int64, "source": tf.int64, "pitch": tf.int64, "velocity": tf.int64}
+
+
+def table_chunks(table: NoteTable, size: int, prefix: str, *, shuffle: bool = False,
+                 seed: int = 0) -> list[tuple[tf.data.Dataset, str]]:
+    """The notes of ``table`` in consecutive chunks of at most ``size`` over one order that every pass repeats
+    (shuffled: fixed by ``seed``), each with its chunk_name: what a file cache is written from, one file per chunk.
+
+    Each chunk streams its notes from a list file beside its cache (written here unless the cache is finished), so
+    that no path or label sits in the dataset graph: tf.data's graph rewrites copy every tensor a pipeline captures,
+    which grew a 100,000-note training process by about 1 KiB a note (bench/scale.py)."""
+    n = len(table)
+    order = np.arange(n)
+    if shuffle:  # the order columns_dataset's first pass would take, computed at once
+        order = tf.random.experimental.index_shuffle(tf.range(n, dtype=tf.int64), tf.constant([seed, 0], tf.int64),
+                                                      max(n - 1, 0)).numpy()
     chunks = []
-    for start in range(0, n, size):
-        positions = tf.data.Dataset.range(start, min(start + size, n))
-        if shuffle:
-            positions = _permuted(positions, tf.constant([seed, 0], tf.int64), n)
-        chunks.append(_notes_at(positions, columns))
+    for index, start in enumerate(range(0, n, size)):
+        name = chunk_name(prefix, index)
+        rows = order[start:start + size]
+        if not os.path.exists(name + ".index"):  # TensorFlow's file cache writes it when the cache is complete
+            write_note_list(name + NOTE_LIST, table, rows)  # 2 s for 100,000 notes
+        notes = tf.data.TFRecordDataset(name + NOTE_LIST).map(
+            lambda record: _decode_row(_note_list_row(record)), num_parallel_calls=tf.data.AUTOTUNE)
+        chunks.append((notes.apply(tf.data.experimental.assert_cardinality(len(rows))), name))
     return chunks
+
+
+def write_note_list(path: str, table: NoteTable, rows) -> None:
+    """The notes ``rows`` of ``table``, in that order, as a TFRecord file of tf.train.Example (written atomically)."""
+    def feature(value):
+        if isinstance(value, str):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+    with atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
+        for i in rows:
+            example = tf.train.Example(features=tf.train.Features(
+                feature={name: feature(getattr(table, name)[i]) for name in _NOTE_LIST_FIELDS}))
+            writer.write(example.SerializeToString())
+
+
+def _note_list_row(record: tf.Tensor) -> dict:
+    row = tf.io.parse_single_example(record, {name: tf.io.FixedLenFeature([], dtype)
+                                              for name, dtype in _NOTE_LIST_FIELDS.items()})
+    return {name: (tf.cast(value, tf.bool) if name == "standard" else value if value.dtype == tf.string
+                   else tf.cast(value, tf.int32)) for name, value in row.items()}
 
 
 def _permuted(positions: tf.data.Dataset, seed: tf.Tensor, n: int) -> tf.data.Dataset:
@@ -258,15 +302,21 @@ FILTER_KEYS = ("pitch_min", "pitch_max", "max_examples")  # Filters' fields that
 class SplitData:
     """A split's note dataset plus what a run should record about it."""
 
-    dataset: tf.data.Dataset
+    # the note dataset, made when first read (``dataset``): a caller that streams the chunks never holds its tensors
+    make_dataset: Callable[[], tf.data.Dataset]
     num_examples: int | None  # None where the source cannot tell cheaply (TFDS with filters)
     skipped: list[str]
     families: list[int] | None = None  # every note's family, where known without decoding
     parts: dict[str, int] = field(default_factory=dict)  # notes from each folder (train: the data dir + extras)
     overlap_dropped: list[str] = field(default_factory=list)  # extra notes dropped as overlapping valid/test
-    # the notes in consecutive chunks of at most N over one fixed order (chunks(N)), where the source can: one
-    # cache file per chunk (TensorFlow's cache writer holds about 6 KiB a note in memory until its file is done)
-    chunks: Callable[[int], list[tf.data.Dataset]] | None = None
+    # chunks(N, prefix): the notes in consecutive chunks of at most N over one fixed order, each with its
+    # chunk_name under prefix, where the source can: one cache file per chunk (TensorFlow's cache writer holds
+    # about 6 KiB a note in memory until its file is done)
+    chunks: Callable[[int, str], list[tuple[tf.data.Dataset, str]]] | None = None
+
+    @functools.cached_property
+    def dataset(self) -> tf.data.Dataset:
+        return self.make_dataset()
 
 
 TRAIN_PARTS = ("all", "real", "extra")
@@ -334,10 +384,9 @@ def jsonwav_split(spec: DataSpec, split: str, *, shuffle: bool, seed: int, shard
         log.warning("%d bad notes skipped in split %s", len(table.skipped), split)
     if shard is not None:
         table = table.shard(*shard)
-    columns = table_columns(table)
-    return SplitData(columns_dataset(columns, shuffle=shuffle, seed=seed), len(table), table.skipped, table.family,
-                     {os.path.abspath(d): len(t) for d, t in parts.items()}, dropped,
-                     functools.partial(columns_chunks, columns, shuffle=shuffle, seed=seed))
+    return SplitData(functools.partial(table_dataset, table, shuffle=shuffle, seed=seed), len(table), table.skipped,
+                     table.family, {os.path.abspath(d): len(t) for d, t in parts.items()}, dropped,
+                     functools.partial(table_chunks, table, shuffle=shuffle, seed=seed))
 
 
 def tfds_split(spec: DataSpec, split: str, *, shuffle: bool, seed: int, shard: tuple[int, int] | None,
@@ -349,7 +398,7 @@ def tfds_split(spec: DataSpec, split: str, *, shuffle: bool, seed: int, shard: t
         split, config=spec.tfds_config, data_dir=spec.data_dir, filters=spec.filters, shuffle=shuffle, seed=seed
     )
     n = int(ds.cardinality()) if ds.cardinality() >= 0 else None
-    return SplitData(ds, n, [])
+    return SplitData(lambda: ds, n, [])
 
 
 NOTE_SOURCES.update(jsonwav=NoteSource(jsonwav_split, file_list=True), tfds=NoteSource(tfds_split, file_list=False))

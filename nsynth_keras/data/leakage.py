@@ -7,10 +7,10 @@ import functools
 import hashlib
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.files import map_files
 from nsynth_keras.data.notes import JsonWavLayout, NoteTable, read_examples
 
 if TYPE_CHECKING:
@@ -22,17 +22,22 @@ log = logging.getLogger(__name__)
 
 
 def file_digest(path: str) -> str:
-    """A file's content hash, computed once per process for a file left unchanged (by size and mtime)."""
-    st = os.stat(path)
-    return _digest(path, st.st_size, st.st_mtime_ns)
-
-
-# Enough for every valid and test note of full NSynth (16,774), which each run with extra notes hashes again; the
-# extra notes themselves are hashed once a run, and a cache of all of them grew the run's memory with their count.
-@functools.lru_cache(maxsize=32_768)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """A file's content hash."""
     with open(path, "rb") as f:
         return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
+
+
+def held_out_digest(path: str) -> str:
+    """A valid or test note's file_digest, computed once per process for a file left unchanged (by size and
+    mtime): a run checks every folder it reads besides the data dir against them. Extra notes are hashed once a
+    run, uncached: a cache of them grew the run's memory with their count."""
+    st = os.stat(path)
+    return _held_out_digest(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32_768)  # every valid and test note of full NSynth (16,774), twice over
+def _held_out_digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_digest(path)
 
 
 def held_out_keys(spec: DataSpec) -> tuple[set[str], set[str], dict[str, str]]:
@@ -44,8 +49,8 @@ def held_out_keys(spec: DataSpec) -> tuple[set[str], set[str], dict[str, str]]:
         table = read_examples(spec.data_dir, split)
         notes.update(table.note)
         instruments.update(table.instrument)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            digests.update(zip(pool.map(file_digest, table.path), (f"{split} note {n}" for n in table.note)))
+        hashes = map_files(held_out_digest, table.path, workers=8)
+        digests.update(zip(hashes, (f"{split} note {n}" for n in table.note)))
     return notes, instruments, digests
 
 
@@ -60,8 +65,7 @@ def without_overlap(spec: DataSpec, tables: dict[str, NoteTable],
     dropped: list[str] = []
     kept: dict[str, NoteTable] = {}
     for folder, table in tables.items():
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            own = list(pool.map(file_digest, table.path))
+        own = map_files(file_digest, table.path, workers=8)
         keep = []
         for i, (note, instrument, digest) in enumerate(zip(table.note, table.instrument, own)):
             why = ("its note name is in valid/test" if note in notes

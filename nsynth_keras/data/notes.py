@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+import sys
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from nsynth_keras.core.config import FAMILIES, SOURCES, SPLITS
 from nsynth_keras.core.errors import DataError
+from nsynth_keras.core.files import map_files
 from nsynth_keras.core.settings import setting
 from nsynth_keras.data.audio import AudioError, probe_wav, read_wav
 
@@ -170,6 +171,8 @@ def read_examples(
 
     for key, row in candidates:
         table.path.append(layout.wav(split, key))
+        # One string per instrument, not per note: a bank of 20,000 notes has a few hundred instruments
+        row = row._replace(instrument=sys.intern(row.instrument))
         for name in ("note", "instrument", "family", "source", "pitch", "velocity"):
             getattr(table, name).append(getattr(row, name))
         table.standard.append(None)  # not probed yet
@@ -183,8 +186,7 @@ def read_examples(
 def checked(table: NoteTable, strict: bool = False) -> NoteTable:
     """The notes whose wav is usable (its header, and for a non-standard file its samples); the others skipped
     by name, or with ``strict`` an error."""
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        infos = list(pool.map(_check_wav, table.path))
+    infos = map_files(_check_wav, table.path)
     keep = []
     for i, info in enumerate(infos):
         if isinstance(info, AudioError):

@@ -43,23 +43,24 @@ def feature_dataset(notes: tf.data.Dataset, batch_size: int, **options) -> tf.da
 
 
 def feature_batches(
-    notes: tf.data.Dataset,
+    notes: tf.data.Dataset | None,
     batch_size: int,
     *,
     training: bool = False,
     seed: int = 0,
     cache: str | None = "memory",
     wave_augment: Callable[[dict], dict] | None = None,
-    chunks: list[tf.data.Dataset] | None = None,
+    chunks: list[tuple[tf.data.Dataset, str]] | None = None,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """feature_dataset's batches, and the same notes' batches in their cached order over the same cache: what
     scores the training split without a second shuffle buffer.
-    ``chunks``: the same notes in consecutive parts, for a file cache of one file per part."""
+    ``chunks``: the notes in consecutive parts, each with its cache file name, instead of ``notes`` and ``cache``
+    (SplitData.chunks)."""
     if wave_augment is not None:
         notes, cache = notes.map(wave_augment, num_parallel_calls=tf.data.AUTOTUNE), None
     if cache and cache != "memory":
         os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
-        parts = [(notes, cache)] if not chunks else [(chunk, f"{cache}-{i:04d}") for i, chunk in enumerate(chunks)]
+        parts = chunks or [(notes, cache)]
         features = functools.reduce(tf.data.Dataset.concatenate, [
             part.map(to_features, num_parallel_calls=tf.data.AUTOTUNE).cache(name) for part, name in parts])
     else:
@@ -100,8 +101,8 @@ def split_feature_batches(
     data = make_dataset(spec, split, shuffle=training, seed=seed, shard=shard, part=part)
     key = cache_key(spec, split, shard, part, seed)
     cache = os.path.join(cache_dir, f"{split}-{key}", "features") if cache_dir else "memory"
-    chunks = data.chunks(CACHE_CHUNK) if cache_dir and data.chunks and wave_augment is None else None
-    return feature_batches(data.dataset, batch_size, training=training, seed=seed, cache=cache,
+    chunks = data.chunks(CACHE_CHUNK, cache) if cache_dir and data.chunks and wave_augment is None else None
+    return feature_batches(None if chunks else data.dataset, batch_size, training=training, seed=seed, cache=cache,
                            wave_augment=wave_augment, chunks=chunks), data
 
 
