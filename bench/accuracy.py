@@ -79,6 +79,9 @@ CONFIGS = {
     "wide+augment+5sf-balanced": ({**WIDE, "augment": AUGMENT}, SF5, {"extra_balance": True}),
     # Synthesized instruments beside the SoundFonts in pretraining ...
     "wide+augment+5sf+synth-pretrain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10}, (*SF5, "synth"), {}),
+    # ... with the recording chain on half the notes of both stages (the lever that paid most on the baseline)
+    "wide+augment+5sf+synth-pretrain+chain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10,
+                                               "recording_chain": 0.5}, (*SF5, "synth"), {}),
     # ... and keeping every family through fine-tuning: half an extra note per real note in the fine-tuning
     # batches, the best epoch chosen on real valid + held-out synthesized instruments (all 11 families).
     "wide+augment+5sf+synth-keep": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10, "finetune_extra": 0.5},
