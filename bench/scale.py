@@ -275,7 +275,8 @@ def rss_growth(runs: dict) -> dict | None:
     what a bigger dataset costs beyond the fixed part."""
     if len(runs) < 2:
         return None
-    small, big = (runs[k] for k in sorted(runs, key=int)[::len(runs) - 1])
+    sizes = sorted(runs, key=int)
+    small, big = runs[sizes[0]], runs[sizes[-1]]
     notes = big["train_notes"] - small["train_notes"]
     return {which: round((big[key] - small[key]) * 1024 / notes, 2) for which, key in
             (("first", "train_peak_rss_mib"), ("cached", "cached_train_peak_rss_mib"))}

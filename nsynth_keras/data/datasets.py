@@ -41,18 +41,14 @@ def table_dataset(table: NoteTable, *, shuffle: bool = False, seed: int = 0) -> 
     return columns_dataset(table_columns(table), shuffle=shuffle, seed=seed)
 
 
+# A NoteTable's columns as the note datasets carry them (paths and labels; each note's audio is decoded from its path)
+COLUMN_DTYPES = {"path": tf.string, "standard": tf.bool, "note": tf.string, "instrument": tf.string,
+                 "family": tf.int32, "source": tf.int32, "pitch": tf.int32, "velocity": tf.int32}
+
+
 def table_columns(table: NoteTable) -> dict[str, tf.Tensor]:
     """A NoteTable's columns as tensors: what the note datasets read from (paths and labels, no audio)."""
-    return {
-        "path": tf.constant(table.path, tf.string),
-        "standard": tf.constant(table.standard, tf.bool),
-        "note": tf.constant(table.note, tf.string),
-        "instrument": tf.constant(table.instrument, tf.string),
-        "family": tf.constant(table.family, tf.int32),
-        "source": tf.constant(table.source, tf.int32),
-        "pitch": tf.constant(table.pitch, tf.int32),
-        "velocity": tf.constant(table.velocity, tf.int32),
-    }
+    return {name: tf.constant(getattr(table, name), dtype) for name, dtype in COLUMN_DTYPES.items()}
 
 
 def columns_dataset(columns: dict[str, tf.Tensor], *, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
@@ -78,8 +74,6 @@ def chunk_name(prefix: str, index: int) -> str:
 
 
 NOTE_LIST = ".notes.tfrecord"
-_NOTE_LIST_FIELDS = {"path": tf.string, "standard": tf.int64, "note": tf.string, "instrument": tf.string,
-                     "family": tf.int64, "source": tf.int64, "pitch": tf.int64, "velocity": tf.int64}
 
 
 def table_chunks(table: NoteTable, size: int, prefix: str, *, shuffle: bool = False,
@@ -108,24 +102,24 @@ def table_chunks(table: NoteTable, size: int, prefix: str, *, shuffle: bool = Fa
 
 
 def write_note_list(path: str, table: NoteTable, rows) -> None:
-    """The notes ``rows`` of ``table``, in that order, as a TFRecord file of tf.train.Example (written atomically)."""
-    def feature(value):
-        if isinstance(value, str):
+    """The notes ``rows`` of ``table``, in that order, as a TFRecord file of tf.train.Example (written atomically):
+    the COLUMN_DTYPES columns, strings as bytes and the rest as int64."""
+    def feature(value, dtype: tf.DType) -> tf.train.Feature:
+        if dtype == tf.string:
             return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
 
     with atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
         for i in rows:
             example = tf.train.Example(features=tf.train.Features(
-                feature={name: feature(getattr(table, name)[i]) for name in _NOTE_LIST_FIELDS}))
+                feature={name: feature(getattr(table, name)[i], dtype) for name, dtype in COLUMN_DTYPES.items()}))
             writer.write(example.SerializeToString())
 
 
 def _note_list_row(record: tf.Tensor) -> dict:
-    row = tf.io.parse_single_example(record, {name: tf.io.FixedLenFeature([], dtype)
-                                              for name, dtype in _NOTE_LIST_FIELDS.items()})
-    return {name: (tf.cast(value, tf.bool) if name == "standard" else value if value.dtype == tf.string
-                   else tf.cast(value, tf.int32)) for name, value in row.items()}
+    stored = {name: tf.string if dtype == tf.string else tf.int64 for name, dtype in COLUMN_DTYPES.items()}
+    row = tf.io.parse_single_example(record, {name: tf.io.FixedLenFeature([], dtype) for name, dtype in stored.items()})
+    return {name: tf.cast(row[name], dtype) for name, dtype in COLUMN_DTYPES.items()}
 
 
 def _permuted(positions: tf.data.Dataset, seed: tf.Tensor, n: int) -> tf.data.Dataset:
@@ -303,7 +297,7 @@ class SplitData:
     """A split's note dataset plus what a run should record about it."""
 
     # the note dataset, made when first read (``dataset``): a caller that streams the chunks never holds its tensors
-    make_dataset: Callable[[], tf.data.Dataset]
+    make_notes: Callable[[], tf.data.Dataset]
     num_examples: int | None  # None where the source cannot tell cheaply (TFDS with filters)
     skipped: list[str]
     families: list[int] | None = None  # every note's family, where known without decoding
@@ -316,7 +310,7 @@ class SplitData:
 
     @functools.cached_property
     def dataset(self) -> tf.data.Dataset:
-        return self.make_dataset()
+        return self.make_notes()
 
 
 TRAIN_PARTS = ("all", "real", "extra")
