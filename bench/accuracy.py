@@ -82,6 +82,14 @@ CONFIGS = {
     # ... with the recording chain on half the notes of both stages (the lever that paid most on the baseline)
     "wide+augment+5sf+synth-pretrain+chain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10,
                                                "recording_chain": 0.5}, (*SF5, "synth"), {}),
+    # ... with global average pooling instead of Flatten (a classifier that cannot key on where in time or pitch a
+    # pattern sits)
+    "wide+augment+5sf+synth-pretrain+gap": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10, "global_pool": True},
+                                            (*SF5, "synth"), {}),
+    # ... with a random spectral tilt of the log-mels (the real training notes are all velocity 100; most test notes
+    # of the other copies are not)
+    "wide+augment+5sf+synth-pretrain+tilt": ({**WIDE, "augment": (*AUGMENT, "tilt"), "pretrain_epochs": 10},
+                                             (*SF5, "synth"), {}),
     # ... and keeping every family through fine-tuning: half an extra note per real note in the fine-tuning
     # batches, the best epoch chosen on real valid + held-out synthesized instruments (all 11 families).
     "wide+augment+5sf+synth-keep": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10, "finetune_extra": 0.5},

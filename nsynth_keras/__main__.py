@@ -11,6 +11,7 @@ COMMANDS = {
     "train": "train a model on NSynth notes into a run folder",
     "evaluate": "score a run (or the shipped model) on a split, with the twin-aware report",
     "predict": "name the family of wav/flac/ogg/mp3 files",
+    "ensemble": "average several runs (seeds) into one model",
     "export": "write a run's SavedModel and TFLite models",
     "tflite_check": "check a run's TFLite models against Keras (LiteRT, MediaPipe, the browser)",
     "tune": "keras-tuner search over kernel count, padding and stride",

@@ -65,7 +65,7 @@ def test_help_shows_every_flag_with_its_default(capsys):
     for f in flag_fields(TrainConfig):
         assert flag_name(f) in text or "--no-" + f.name.replace("_", "-") in text
     assert "--learning-rate LEARNING_RATE Adam learning rate (default: 0.001)" in text
-    assert "choose from specaugment, gain, shift, mel_roll, mixup (default: none)" in text
+    assert "choose from specaugment, gain, shift, mel_roll, tilt, mixup (default: none)" in text
 
 
 @pytest.mark.parametrize("flag,value", [("--learning-rate", "nan"), ("--learning-rate", "0"), ("--epochs", "0"),

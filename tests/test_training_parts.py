@@ -44,6 +44,8 @@ def test_each_augmentation_changes_notes_as_it_says(batch):
     np.testing.assert_array_equal(shifted.numpy()[:, k:], x.numpy()[:, : 64 - k])
     rolled, _ = features.mel_roll(x, y)
     assert any(np.array_equal(rolled.numpy(), np.roll(x.numpy(), r, axis=2)) for r in range(-2, 3))
+    tilted, _ = features.tilt(x, y)
+    assert np.allclose(tilted.numpy().max(axis=(1, 2, 3)), 1.0)  # each note's peak is 0 dB again
     mixed_x, mixed_y = features.mixup(x, y)
     np.testing.assert_allclose(tf.reduce_sum(mixed_y, 1).numpy(), 1.0, atol=1e-6)
 
@@ -65,7 +67,7 @@ def test_make_augment_applies_the_registry_in_order_and_a_new_one_is_one_functio
             make_augment(["nope"])
     finally:
         del AUGMENTATIONS["negate"]
-    assert list(AUGMENTATIONS) == ["specaugment", "gain", "shift", "mel_roll", "mixup"]
+    assert list(AUGMENTATIONS) == ["specaugment", "gain", "shift", "mel_roll", "tilt", "mixup"]
 
 
 def test_balanced_class_weights_and_missing_families():
@@ -119,3 +121,24 @@ def test_checking_a_config_runs_no_tensorflow_op():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert "TF context initialised: False" in out.stdout, out.stdout[-500:] + out.stderr[-1500:]
+
+
+def test_tilt_is_one_slope_per_note_over_octaves_and_keeps_the_floor():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-0.3, 0.3, (4, 64, 64, 1)).astype(np.float32)
+    x[:, :, :, 0][:, :, 60:] = -1.0  # the top bands at the floor (silent)
+    x[:, 10, 30, 0] = 1.0  # each note's peak
+    tf.random.set_seed(3)
+    tilted, _ = features.tilt(tf.constant(x), tf.zeros([4, NUM_CLASSES]), max_db_per_octave=4.0)
+    tilted = tilted.numpy()
+    assert np.all(tilted[:, :, 60:] == -1.0)  # silent bins stay silent
+    octaves = features._mel_octaves().numpy()
+    assert octaves[0] < -4 and 2.5 < octaves[-1] < 3.1 and np.all(np.diff(octaves) > 0)
+    slopes = []
+    for note in range(4):
+        diff = (tilted[note, :, :60, 0] - x[note, :, :60, 0]) * (TOP_DB / 2)  # dB added to each bin
+        # one straight line over octaves, the same in every frame: dB = slope * octave + offset
+        slope, offset = np.polyfit(octaves[:60], diff.mean(axis=0), 1)
+        np.testing.assert_allclose(diff, np.broadcast_to(slope * octaves[:60] + offset, diff.shape), atol=1e-3)
+        slopes.append(slope)
+    assert all(abs(s) <= 4.0 for s in slopes) and np.ptp(slopes) > 0.5  # a draw per note, within the bound

@@ -158,6 +158,25 @@ def mel_roll(x: tf.Tensor, y: tf.Tensor, max_bands: int = 2):
     return tf.roll(x, tf.random.uniform([], -max_bands, max_bands + 1, dtype=tf.int32), axis=2), y
 
 
+def _mel_octaves(frontend: Frontend = DEFAULT_FRONTEND) -> tf.Tensor:
+    """Each mel band's centre as octaves re 1 kHz (HTK mel scale, bands evenly spaced in mel)."""
+    mel = tf.linspace(*(2595.0 * tf.math.log(1.0 + f / 700.0) / tf.math.log(10.0)
+                        for f in (frontend.f_min, frontend.f_max)), frontend.n_mels + 2)[1:-1]
+    hz = 700.0 * (tf.pow(10.0, mel / 2595.0) - 1.0)
+    return tf.math.log(tf.maximum(hz, 20.0) / 1000.0) / tf.math.log(2.0)
+
+
+@augmentation("tilt")
+def tilt(x: tf.Tensor, y: tf.Tensor, max_db_per_octave: float = 4.0):
+    """A random spectral tilt around 1 kHz, as a softer or harder stroke (or a darker or brighter microphone)
+    changes an instrument: bins above the floor get +-max_db_per_octave per octave, then the note's peak is
+    0 dB again, as the frontend has it; bins pushed below -top_db join the floor."""
+    slope = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], -max_db_per_octave, max_db_per_octave)
+    tilted = x + slope * tf.reshape(_mel_octaves(), [1, 1, -1, 1]) / (TOP_DB / 2)
+    tilted -= tf.reduce_max(tilted, axis=[1, 2, 3], keepdims=True) - 1.0
+    return tf.where(x <= -1.0, x, tf.maximum(tilted, -1.0)), y
+
+
 @augmentation("mixup")
 def mixup(x: tf.Tensor, y: tf.Tensor, alpha: float = 0.2):
     g1 = tf.random.gamma([tf.shape(x)[0]], alpha)
