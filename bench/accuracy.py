@@ -66,6 +66,8 @@ CONFIGS = {
     # The best real-only configuration of the earlier bench (32-64-128-256, Dropout 0.3, every augmentation).
     "wide+augment": ({**WIDE, "augment": AUGMENT}, (), {}),
     "baseline+timgm6mb": ({}, ("timgm6mb",), {}),
+    # The PCEN frontend instead of the log-mel (an automatic gain per mel band).
+    "baseline+pcen": ({"frontend": "pcen"}, (), {}),
     # The recording chain (EQ, filters, room, noise) on half the training notes, drawn anew each epoch.
     "baseline+chain": ({"recording_chain": 0.5}, (), {}),
     "baseline+timgm6mb+chain": ({"recording_chain": 0.5}, ("timgm6mb",), {}),

@@ -4,7 +4,16 @@ import soundfile as sf
 import tensorflow as tf
 
 from nsynth_keras.core import config
-from nsynth_keras.data.features import LogMel, log_mel
+from nsynth_keras.data.features import (
+    NORMALISATIONS,
+    PCEN_ALPHA,
+    PCEN_DELTA,
+    PCEN_R,
+    PCEN_TIME_S,
+    Frontend,
+    LogMel,
+    log_mel,
+)
 
 
 def test_tfio_native_library_loads():
@@ -18,8 +27,8 @@ def test_tfio_native_library_loads():
     np.testing.assert_allclose(in_graph.numpy(), eager.numpy(), atol=1e-6)
 
 
-def reference_log_mel(wave: np.ndarray) -> np.ndarray:
-    """An independent float64 numpy log-mel with the frontend's documented parameters."""
+def reference_mel(wave: np.ndarray) -> np.ndarray:
+    """Independent float64 numpy mel magnitudes [frames, mels] with the frontend's documented parameters."""
     w = wave.astype(np.float64)
     n_fft, hop, n_mels, sr = config.N_FFT, config.HOP_LENGTH, config.N_MELS, config.SAMPLE_RATE
     n_frames = -(-len(w) // hop)
@@ -37,7 +46,12 @@ def reference_log_mel(wave: np.ndarray) -> np.ndarray:
     lo, centre, hi = edges[:-2], edges[1:-1], edges[2:]
     weights = np.maximum(0, np.minimum((bins[:, None] - lo) / (centre - lo), (hi - bins[:, None]) / (hi - centre)))
     weights = np.vstack([np.zeros((1, n_mels)), weights])  # the DC bin gets no weight
-    power = (mag @ weights) ** 2
+    return mag @ weights
+
+
+def reference_log_mel(wave: np.ndarray) -> np.ndarray:
+    """An independent float64 numpy log-mel with the frontend's documented parameters."""
+    power = reference_mel(wave) ** 2
     db = 10 * np.log10(np.maximum(power, 1e-10)) - 10 * np.log10(max(power.max(), 1e-10))
     return np.maximum(db, -config.TOP_DB) / (config.TOP_DB / 2) + 1
 
@@ -61,3 +75,53 @@ def test_layer_equals_function_and_batches_are_per_note(real_wav):
     np.testing.assert_allclose(by_layer, by_function, atol=1e-6)
     # Per-note normalisation: a note 40 dB quieter gives the same features.
     np.testing.assert_allclose(by_layer[1], by_layer[0], atol=1e-3)
+
+
+def reference_pcen(wave: np.ndarray) -> np.ndarray:
+    """An independent float64 PCEN of the same mel magnitudes: librosa's recursion, written out as a loop."""
+    mel = reference_mel(wave)
+    mel = mel / mel.max()
+    t_frames = PCEN_TIME_S * config.SAMPLE_RATE / config.HOP_LENGTH
+    b = (np.sqrt(1 + 4 * t_frames**2) - 1) / (2 * t_frames**2)
+    smooth, state = np.zeros_like(mel), mel[0]
+    for t in range(len(mel)):
+        state = (1 - b) * state + b * mel[t]
+        smooth[t] = state
+    eps = 10 ** (-config.TOP_DB / 20)
+    out = (mel / (eps + smooth) ** PCEN_ALPHA + PCEN_DELTA) ** PCEN_R - PCEN_DELTA**PCEN_R
+    return np.clip(2 * out, 0, 2) - 1
+
+
+def test_pcen_matches_numpy_reference_is_level_free_and_recorded_by_name(real_wav):
+    wave, _ = sf.read(real_wav, dtype="float32")
+    frontend = Frontend(compression="pcen")
+    ours = log_mel(wave, frontend).numpy()[..., 0]
+    np.testing.assert_allclose(ours, reference_pcen(wave), atol=2e-3)
+    assert not np.allclose(ours, log_mel(wave).numpy()[..., 0], atol=0.1)  # other features than the log-mel
+    batch = np.stack([wave, 0.01 * wave])
+    by_layer = LogMel(frontend.to_json())(batch).numpy()
+    np.testing.assert_allclose(by_layer[0, ..., 0], ours, atol=1e-5)
+    np.testing.assert_allclose(by_layer[1], by_layer[0], atol=1e-3)  # a note 40 dB quieter: the same
+    assert log_mel(np.zeros_like(wave), frontend).numpy().max() == -1.0  # silence is the floor
+    record = frontend.to_json()
+    assert record["compression"] == "pcen" and Frontend.from_json(record) == frontend
+    with pytest.raises(ValueError, match="normalisation"):
+        Frontend.from_json({**record, "normalisation": NORMALISATIONS["log"]})
+    with pytest.raises(ValueError, match="compression 'cqt'"):
+        Frontend.from_json({**record, "compression": "cqt"})
+    assert Frontend.from_json({k: v for k, v in Frontend().to_json().items() if k != "compression"}) == Frontend()
+
+
+def test_train_records_its_frontend_and_refuses_decibel_augmentations_with_pcen(tmp_path, tiny_nsynth):
+    from nsynth_keras.core.errors import SettingsError
+    from nsynth_keras.data.datasets import DataSpec
+    from nsynth_keras.deploy.inference import load_classifier
+    from nsynth_keras.learn.training import TrainConfig, train
+
+    with pytest.raises(SettingsError, match="--augment gain and tilt change decibels"):
+        TrainConfig(frontend="pcen", augment=("tilt",)).validate()
+    run = train(TrainConfig(epochs=1, frontend="pcen", out=str(tmp_path), run_name="p", tflite=False,
+                            mixed_precision="off", augment=("mel_roll",)), DataSpec(data_dir=tiny_nsynth),
+                log=lambda *a: None, verbose=0)
+    clf = load_classifier(run)
+    assert clf.frontend == Frontend(compression="pcen")

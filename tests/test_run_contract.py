@@ -51,13 +51,14 @@ def test_predict_and_evaluate_feed_a_run_its_recorded_frontend(tmp_path, tiny_ns
     assert r["frontend"]["f_min"] == 300.0 and r["frontend"]["hop_length"] == 1001
 
 
-def test_the_waveform_export_and_the_on_device_check_use_the_run_frontend(tmp_path, tiny_nsynth):
-    run, model = make_run(tmp_path / "other", OTHER.to_json())
+@pytest.mark.parametrize("frontend", [OTHER, Frontend(compression="pcen")], ids=["other-mels", "pcen"])
+def test_the_waveform_export_and_the_on_device_check_use_the_run_frontend(tmp_path, tiny_nsynth, frontend):
+    run, model = make_run(tmp_path / "other", frontend.to_json())
     export_run(run, variants=("waveform", "fp32"), log=lambda *a: None)
     waves = np.stack([read_wav(os.path.join(tiny_nsynth, "nsynth-test", "audio", n)).waveform
                       for n in sorted(os.listdir(os.path.join(tiny_nsynth, "nsynth-test", "audio")))])
     lite = TFLiteClassifier(os.path.join(run, "model_waveform.tflite")).predict(waves)
-    assert np.abs(lite - model.predict(log_mel(waves, OTHER).numpy(), verbose=0)).max() < 1e-3
+    assert np.abs(lite - model.predict(log_mel(waves, frontend).numpy(), verbose=0)).max() < 1e-3
     rows = {r["model"]: r for r in check_run(run, DataSpec(data_dir=tiny_nsynth), "test", mediapipe=False)}
     assert rows["model_waveform.tflite"]["agreement"] == 1.0 and rows["model.tflite"]["agreement"] == 1.0
 

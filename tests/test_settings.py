@@ -20,10 +20,10 @@ from nsynth_keras.learn.tuning import SearchConfig
 OTHER = {"model": "cnn", "filters": (8, 16), "kernel_size": 5, "padding": "valid", "strides": 2, "dropout": 0.25,
          "dense_units": 64, "batch_norm": True, "global_pool": True, "weight_decay": 1e-4, "epochs": 7,
          "pretrain_epochs": 2, "finetune_extra": 0.5, "batch_size": 16, "learning_rate": 3e-4,
-         "lr_schedule": "cosine", "augment": ("gain", "mixup"), "label_smoothing": 0.1, "class_weight": True,
+         "lr_schedule": "cosine", "augment": ("shift", "mixup"), "label_smoothing": 0.1, "class_weight": True,
          "early_stopping": 3, "seed": 4, "deterministic": True, "mixed_precision": "bf16", "strategy": "mirrored",
          "out": "elsewhere", "run_name": "r1", "overwrite": True, "cache_dir": "cache", "tflite": False,
-         "recording_chain": 0.5, "steps_per_execution": 8}
+         "recording_chain": 0.5, "steps_per_execution": 8, "frontend": "pcen"}
 
 
 def argv_of(values: dict, cls) -> list[str]:

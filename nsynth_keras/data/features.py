@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_io as tfio
 
@@ -22,7 +24,14 @@ from nsynth_keras.core.config import (
     TOP_DB,
 )
 
-NORMALISATION = "dB re the note's loudest bin, floored at -top_db, scaled to [-1, 1]; silence -> -1"
+# compression -> what the features are, as recorded; a record whose text differs is refused (other constants).
+NORMALISATIONS = {
+    "log": "dB re the note's loudest bin, floored at -top_db, scaled to [-1, 1]; silence -> -1",
+    "pcen": "PCEN of the mel magnitudes re the note's loudest bin (time constant 0.4 s, alpha 0.98, delta 2, r 0.5, "
+            "eps 10^(-top_db/20)), doubled, clipped to [0, 2], minus 1; silence -> -1",
+}
+NORMALISATION = NORMALISATIONS["log"]
+PCEN_TIME_S, PCEN_ALPHA, PCEN_DELTA, PCEN_R = 0.4, 0.98, 2.0, 0.5
 
 
 @dataclass(frozen=True)
@@ -39,19 +48,26 @@ class Frontend:
     f_min: float = F_MIN
     f_max: float = F_MAX
     top_db: float = TOP_DB
+    # log: the homework's log-mel; pcen: per-channel energy normalisation of the same mels (an automatic gain per
+    # mel band that follows its recent level, so a fixed EQ or room colour matters less)
+    compression: str = "log"
 
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "normalisation": NORMALISATION}
+        return {**dataclasses.asdict(self), "normalisation": NORMALISATIONS.get(self.compression)}
 
     @classmethod
     def from_json(cls, record: dict, where: str = "frontend") -> Frontend:
         """A recorded frontend; one this code cannot compute (another normalisation or sample rate, unknown keys)
         is refused, naming what differs."""
         record = dict(record)
-        normalisation = record.pop("normalisation", NORMALISATION)
-        if normalisation != NORMALISATION:
+        compression = record.get("compression", "log")
+        if compression not in NORMALISATIONS:
+            raise ValueError(f"{where}: compression {compression!r} is not one this code computes "
+                             f"({', '.join(NORMALISATIONS)})")
+        normalisation = record.pop("normalisation", NORMALISATIONS[compression])
+        if normalisation != NORMALISATIONS[compression]:
             raise ValueError(f"{where}: normalisation {normalisation!r} is not the one this code computes "
-                             f"({NORMALISATION!r})")
+                             f"({NORMALISATIONS[compression]!r})")
         unknown = sorted(set(record) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"{where}: unknown settings {', '.join(unknown)}")
@@ -77,21 +93,46 @@ def _note_peak(power: tf.Tensor) -> tf.Tensor:
 
 
 def log_mel(waveform: tf.Tensor, frontend: Frontend = DEFAULT_FRONTEND) -> tf.Tensor:
-    """Waveform [..., 64000] -> log-mel [..., 64 frames, 64 mels, 1] in [-1, 1].
+    """Waveform [..., 64000] -> the frontend's features [..., 64 frames, 64 mels, 1] in [-1, 1]: the log-mel
+    (or, with compression "pcen", the PCEN mel) of one note or a batch.
 
     Per-note normalisation: dB relative to the note's own loudest mel bin (so the
     velocity and recording level do not matter), floored at -top_db, then scaled to
-    [-1, 1]. Works on one note or a batch.
+    [-1, 1].
     """
     f = frontend
     spec = tfio.audio.spectrogram(waveform, nfft=f.n_fft, window=f.n_fft, stride=f.hop_length)
     mel = tfio.audio.melscale(spec, rate=f.sample_rate, mels=f.n_mels, fmin=f.f_min, fmax=f.f_max)
-    # ref is per note, so each note's maximum is 0 dB and the top_db floor is per note too.
-    db = tfio.audio.dbscale(mel, top_db=f.top_db, ref=_note_peak)
-    features = db / (f.top_db / 2) + 1.0
+    if f.compression == "pcen":
+        features = pcen(mel / tf.maximum(_note_peak(mel), SILENCE), f) - 1.0
+    else:
+        # ref is per note, so each note's maximum is 0 dB and the top_db floor is per note too.
+        db = tfio.audio.dbscale(mel, top_db=f.top_db, ref=_note_peak)
+        features = db / (f.top_db / 2) + 1.0
     # A silent note has no peak to refer to: give it the floor (-1), not a flat 0 dB.
     silent = tf.reduce_max(mel, axis=[-2, -1], keepdims=True) <= SILENCE
     return tf.where(silent, -1.0, features)[..., tf.newaxis]
+
+
+def pcen_smoother(frames: int, frontend: Frontend = DEFAULT_FRONTEND) -> tf.Tensor:
+    """PCEN's first-order smoother over time as a [frames, frames] matrix (frame t <- frames 0..t), started as if
+    the first frame had always sounded (librosa's steady-state start); a matrix keeps it one op in TFLite."""
+    t_frames = PCEN_TIME_S * frontend.sample_rate / frontend.hop_length
+    b = (math.sqrt(1 + 4 * t_frames**2) - 1) / (2 * t_frames**2)  # librosa.pcen's b for this time constant
+    t = np.arange(frames)
+    weights = np.where(t[:, None] >= t[None, :], b * (1 - b) ** np.maximum(t[:, None] - t[None, :], 0), 0.0)
+    weights[:, 0] += (1 - b) ** (t + 1)
+    return tf.constant(weights, tf.float32)
+
+
+def pcen(mel: tf.Tensor, frontend: Frontend = DEFAULT_FRONTEND) -> tf.Tensor:
+    """Per-channel energy normalisation (Wang et al. 2017) of mel magnitudes [..., frames, mels] re the note's peak:
+    (E / (eps + M)^alpha + delta)^r - delta^r, M the smoothed E of each band; doubled (a steady band sits near
+    0.6, an onset up to about 2.5) and clipped to [0, 2]."""
+    smooth = tf.einsum("tk,...km->...tm", pcen_smoother(mel.shape[-2], frontend), mel)
+    eps = 10.0 ** (-frontend.top_db / 20)
+    out = (mel / tf.pow(eps + smooth, PCEN_ALPHA) + PCEN_DELTA) ** PCEN_R - PCEN_DELTA**PCEN_R
+    return tf.clip_by_value(2.0 * out, 0.0, 2.0)
 
 
 @keras.saving.register_keras_serializable(package="nsynth_keras")
@@ -185,6 +226,9 @@ def mixup(x: tf.Tensor, y: tf.Tensor, alpha: float = 0.2):
     perm = tf.random.shuffle(tf.range(tf.shape(x)[0]))
     lx, ly = tf.reshape(lam, [-1, 1, 1, 1]), tf.reshape(lam, [-1, 1])
     return lx * x + (1 - lx) * tf.gather(x, perm), ly * y + (1 - ly) * tf.gather(y, perm)
+
+
+DB_AUGMENTATIONS = ("gain", "tilt")  # they add decibels: for the log frontend only
 
 
 def make_augment(names: list[str] | tuple[str, ...]):

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from nsynth_keras.data.datasets import SHUFFLE_BUFFER, DataSpec, SplitData, make_dataset
-from nsynth_keras.data.features import DEFAULT_FRONTEND, FRONTEND, Frontend, log_mel
+from nsynth_keras.data.features import DEFAULT_FRONTEND, Frontend, log_mel
 
 # Notes per log-mel cache file (160 MB): TensorFlow's cache writer holds memory until its file is finished; writing
 # 30,993 notes into one file grew a first epoch by 195 MB, about 6 KiB a note (a pipeline-only probe).
@@ -20,16 +20,16 @@ CACHE_CHUNK = 10_000
 
 
 def cache_key(spec: DataSpec, split: str, shard: tuple[int, int] | None = None, part: str = "all",
-              seed: int = 0) -> str:
+              seed: int = 0, frontend: Frontend = DEFAULT_FRONTEND) -> str:
     """Changes whenever the frontend or the notes selected change, so a stale cache is never read.
     The seed chooses the --max-examples and --extra-ratio samples, so it is part of the key."""
-    text = json.dumps({"frontend": FRONTEND, "data": spec.to_json(), "split": split, "shard": shard, "part": part,
-                       "seed": seed}, sort_keys=True)
+    text = json.dumps({"frontend": frontend.to_json(), "data": spec.to_json(), "split": split, "shard": shard,
+                       "part": part, "seed": seed}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def to_features(ex: dict) -> tuple[tf.Tensor, tf.Tensor]:
-    return log_mel(ex["audio"]), ex["family"]
+def to_features(ex: dict, frontend: Frontend = DEFAULT_FRONTEND) -> tuple[tf.Tensor, tf.Tensor]:
+    return log_mel(ex["audio"], frontend), ex["family"]
 
 
 def feature_dataset(notes: tf.data.Dataset, batch_size: int, **options) -> tf.data.Dataset:
@@ -51,20 +51,22 @@ def feature_batches(
     cache: str | None = "memory",
     wave_augment: Callable[[dict], dict] | None = None,
     chunks: list[tuple[tf.data.Dataset, str]] | None = None,
+    frontend: Frontend = DEFAULT_FRONTEND,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """feature_dataset's batches, and the same notes' batches in their cached order over the same cache: what
     scores the training split without a second shuffle buffer.
     ``chunks``: the notes in consecutive parts, each with its cache file name, instead of ``notes`` and ``cache``
-    (SplitData.chunks)."""
+    (SplitData.chunks). ``frontend``: the features to compute (the run's)."""
+    features_of = functools.partial(to_features, frontend=frontend)
     if wave_augment is not None:
         notes, cache = notes.map(wave_augment, num_parallel_calls=tf.data.AUTOTUNE), None
     if cache and cache != "memory":
         os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
         parts = chunks or [(notes, cache)]
         features = functools.reduce(tf.data.Dataset.concatenate, [
-            part.map(to_features, num_parallel_calls=tf.data.AUTOTUNE).cache(name) for part, name in parts])
+            part.map(features_of, num_parallel_calls=tf.data.AUTOTUNE).cache(name) for part, name in parts])
     else:
-        features = notes.map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
+        features = notes.map(features_of, num_parallel_calls=tf.data.AUTOTUNE)
         if cache == "memory":
             features = features.cache()
     ds = features
@@ -96,14 +98,15 @@ def split_feature_batches(
     shard: tuple[int, int] | None = None,
     part: str = "all",
     wave_augment: Callable[[dict], dict] | None = None,
+    frontend: Frontend = DEFAULT_FRONTEND,
 ) -> tuple[tuple[tf.data.Dataset, tf.data.Dataset], SplitData]:
     """make_dataset + feature_batches for one split: (batches, batches in cached order), the note data."""
     data = make_dataset(spec, split, shuffle=training, seed=seed, shard=shard, part=part)
-    key = cache_key(spec, split, shard, part, seed)
+    key = cache_key(spec, split, shard, part, seed, frontend)
     cache = os.path.join(cache_dir, f"{split}-{key}", "features") if cache_dir else "memory"
     chunks = data.chunks(CACHE_CHUNK, cache) if cache_dir and data.chunks and wave_augment is None else None
     return feature_batches(None if chunks else data.dataset, batch_size, training=training, seed=seed, cache=cache,
-                           wave_augment=wave_augment, chunks=chunks), data
+                           wave_augment=wave_augment, chunks=chunks, frontend=frontend), data
 
 
 def eval_dataset(spec: DataSpec, split: str, batch_size: int = 64,

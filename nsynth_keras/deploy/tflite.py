@@ -256,10 +256,11 @@ def write_tflite(model: keras.Model, variant: str, path: str, representative: np
     write_bytes(path, to_tflite(model, variant, representative, frontend))
 
 
-def representative_features(spec: DataSpec, n: int = REPRESENTATIVE_NOTES, seed: int = 0) -> np.ndarray:
-    """Log-mels of up to n real training notes (a seeded sample across families)."""
+def representative_features(spec: DataSpec, n: int = REPRESENTATIVE_NOTES, seed: int = 0,
+                            frontend: Frontend = DEFAULT_FRONTEND) -> np.ndarray:
+    """Features (by the run's ``frontend``) of up to n real training notes (a seeded sample across families)."""
     spec = dataclasses.replace(spec, filters=dataclasses.replace(spec.filters, max_examples=n))
-    ds, _ = split_features(spec, "train", 64, seed=seed)
+    ds, _ = split_features(spec, "train", 64, seed=seed, frontend=frontend)
     return np.concatenate([x.numpy() for x, _ in ds])
 
 
@@ -282,7 +283,7 @@ def export_run(run_dir: str, spec: DataSpec | None = None, variants: tuple[str, 
     if any(EXPORT_FORMATS[v].representative for v in variants):
         if spec is None:
             raise ValueError("the int8 model needs --data-dir for representative training notes")
-        representative = representative_features(spec)
+        representative = representative_features(spec, frontend=frontend)
     for variant in variants:
         t = time.time()
         path = run.file(RunFolder.tflite_file(variant))

@@ -33,7 +33,14 @@ from nsynth_keras.core.files import (
 )
 from nsynth_keras.core.settings import check_fields, setting
 from nsynth_keras.data.datasets import NOTE_SOURCES, DataSpec
-from nsynth_keras.data.features import AUGMENTATIONS, FRONTEND, make_augment, make_wave_augment
+from nsynth_keras.data.features import (
+    AUGMENTATIONS,
+    DB_AUGMENTATIONS,
+    NORMALISATIONS,
+    Frontend,
+    make_augment,
+    make_wave_augment,
+)
 from nsynth_keras.data.pipeline import split_feature_batches, split_features
 from nsynth_keras.deploy import tflite
 from nsynth_keras.learn import distributed
@@ -85,6 +92,9 @@ class TrainConfig:
     learning_rate: float = setting(1e-3, "Adam learning rate", group=TRAINING, above=0)
     lr_schedule: str = setting("constant", "learning-rate schedule over the epochs", choices=("constant", "cosine"),
                                group=TRAINING)
+    frontend: str = setting("log", "features of each note: log, the homework log-mel; pcen, per-channel energy "
+                                   "normalisation of the same mels (recorded in the run: evaluate, predict and the "
+                                   "exports compute the same)", choices=tuple(NORMALISATIONS), group=TRAINING)
     augment: tuple[str, ...] = setting((), "training-only augmentations", choices=AUGMENTATIONS, metavar="AUG",
                                        group=TRAINING)
     recording_chain: float = setting(0.0, "probability that a training note passes through a random recording "
@@ -136,6 +146,9 @@ class TrainConfig:
             (not (self.pretrain_epochs and self.strategy == "multiworker"),
              "--pretrain-epochs does not run with --strategy multiworker"),
             (bool(self.filters), "--filters: give at least one kernel count"),
+            (self.frontend == "log" or not set(self.augment) & set(DB_AUGMENTATIONS),
+             f"--augment {' and '.join(DB_AUGMENTATIONS)} change decibels, and --frontend {self.frontend} features "
+             "are not in decibels: leave them out"),
         ]
         for ok, message in checks:
             if not ok:
@@ -394,24 +407,27 @@ def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
         part = "all" if config.finetune_extra else "real"
         train_spec = dataclasses.replace(spec, extra_ratio=config.finetune_extra or None, extra_balance=False)
     chain = make_wave_augment(config.recording_chain) if config.recording_chain else None
+    frontend = Frontend(compression=config.frontend)
     (train_ds, train_scoring), train_data = split_feature_batches(
         train_spec, "train", global_batch, training=True, seed=config.seed, cache_dir=cache_dir, shard=shard,
-        part=part, wave_augment=chain)
-    valid_ds, valid_data = split_features(spec, "valid", global_batch, cache_dir=cache_dir, part="real")
-    test_ds, test_data = split_features(spec, "test", config.batch_size, cache_dir=cache_dir)
+        part=part, wave_augment=chain, frontend=frontend)
+    valid_ds, valid_data = split_features(spec, "valid", global_batch, cache_dir=cache_dir, part="real",
+                                          frontend=frontend)
+    test_ds, test_data = split_features(spec, "test", config.batch_size, cache_dir=cache_dir, frontend=frontend)
     splits = {"train": train_data, "valid": valid_data, "test": test_data}
     parts = dict(train_data.parts)
     pretrain, dropped = None, list(train_data.overlap_dropped)
     if config.pretrain_epochs:
         pretrain, extra = split_features(spec, "train", global_batch, training=True, seed=config.seed,
-                                         cache_dir=cache_dir, shard=shard, part="extra", wave_augment=chain)
+                                         cache_dir=cache_dir, shard=shard, part="extra", wave_augment=chain,
+                                         frontend=frontend)
         parts.update({f"{folder} (pretraining)": n for folder, n in extra.parts.items()})
         dropped += extra.overlap_dropped
         splits["pretrain"] = extra
     selection = heldout = None
     if spec.select_extra:
         heldout, splits["heldout"] = split_features(spec, "valid", global_batch, cache_dir=cache_dir,
-                                                    part="extra")
+                                                    part="extra", frontend=frontend)
         dropped += splits["heldout"].overlap_dropped
         selection = valid_ds.concatenate(heldout)  # both already cached: no note is decoded twice
     counts = {s: d.num_examples for s, d in splits.items()}
@@ -501,7 +517,7 @@ def finish(config: TrainConfig, spec: DataSpec, paths: RunPaths, model: keras.Mo
         "model": {"name": config.model, "params": model.count_params()},
         "precision_policy": policy,
         "precision_reason": why,
-        "frontend": FRONTEND,
+        "frontend": Frontend(compression=config.frontend).to_json(),
         "families": list(FAMILIES),
         "notes": data.counts,
         "train_notes_by_folder": data.train_parts,
