@@ -140,3 +140,40 @@ def test_render_config_validation(tmp_path):
                             ({"split": "dev"}, "--split")):
         with pytest.raises(SettingsError, match=message):
             render_notes(RenderConfig(str(tmp_path), **fields))
+
+
+def test_a_variation_bank_renders_its_presets_as_instruments_of_their_own(rendered, tmp_path, monkeypatch):
+    """TimGM6mb has no variation bank, so this one pretends bank 8 holds a second piano (its bank 0 preset): the
+    plan, the names, the pitches and the bank that reaches the player are what is checked."""
+    from nsynth_keras.sounds import rendering
+
+    selected = []
+
+    class WithBank8(rendering.tinysoundfont.Synth):
+        def sfpreset_name(self, sfid, bank, program):
+            return super().sfpreset_name(sfid, 0, program) if bank == 8 and program == 0 else \
+                super().sfpreset_name(sfid, bank, program)
+
+        def program_select(self, channel, sfid, bank, program, *args):
+            selected.append((bank, program))
+            return super().program_select(channel, sfid, 0, program, *args)
+
+    monkeypatch.setattr(rendering.tinysoundfont, "Synth", WithBank8)
+    out = tmp_path / "banks"
+    assert render.main(["--out", str(out), *SMALL, "--banks", "0", "8"]) == 0
+    examples = json.load(open(os.path.join(out, "nsynth-train", "examples.json")))
+    base = json.load(open(os.path.join(rendered, "nsynth-train", "examples.json")))
+    instruments = {m["instrument_str"] for m in examples.values()}
+    plain = {m["instrument_str"] for m in base.values()}
+    piano = next(i for i in plain if i.startswith("keyboard"))
+    assert instruments == plain | {piano + "b8"}  # bank 0 keeps its names; the violin and trumpet have no bank 8
+    assert {k: v for k, v in examples.items() if not k.startswith(piano + "b8")}.keys() == base.keys()
+    assert {b for b, _ in selected} == {0, 8} and all(p == 0 for b, p in selected if b == 8)
+    assert len([n for n in examples if n.startswith(piano + "b8")]) >= 3  # its own pitches, every octave
+    record = json.load(open(os.path.join(out, "nsynth-train", "render.json")))
+    assert record["banks"] == [0, 8] and "banks" not in json.load(
+        open(os.path.join(rendered, "nsynth-train", "render.json")))  # General MIDI only: the record as before
+    with pytest.raises(SettingsError, match="--banks lists a bank twice"):
+        render_notes(RenderConfig(str(tmp_path / "x"), banks=(8, 8)))
+    with pytest.raises(SettingsError, match="--banks"):
+        render_notes(RenderConfig(str(tmp_path / "y"), synth=2, banks=(8,)))

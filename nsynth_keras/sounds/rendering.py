@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import io
+import itertools
 import json
 import os
 import re
@@ -113,6 +114,9 @@ class RenderConfig:
     velocities: tuple[int, ...] = setting((50, 100, 127), "MIDI velocities", at_least=1, at_most=127)
     programs: tuple[int, ...] | None = setting(None, "only these General MIDI programs (none: every program in the "
                                                      "map)", at_least=0, at_most=127)
+    banks: tuple[int, ...] = setting((0,), "SoundFont banks to render: 0 is General MIDI; a variation bank (e.g. 8) "
+                                           "renders each preset it has as an instrument of its own, its family by "
+                                           "program", at_least=0, at_most=127)
     program_map: str | None = setting(None, "CSV program,family,source,pitch_min,pitch_max (none: "
                                             "nsynth_keras/sounds/resources/gm_families.csv)")
     seed: int = setting(0, "seed for each instrument's pitch offset and the --synth presets", at_least=0,
@@ -133,12 +137,15 @@ class RenderConfig:
             raise SettingsError(f"--velocities {' '.join(map(str, self.velocities))} lists a velocity twice")
         if self.programs is not None and len(set(self.programs)) != len(self.programs):
             raise SettingsError("--programs lists a program twice")
+        if len(set(self.banks)) != len(self.banks):
+            raise SettingsError("--banks lists a bank twice")
         for path in self.soundfonts:
             if not os.path.isfile(path):
                 raise DataError(f"SoundFont {path}: file not found")
-        if self.synth and (self.soundfonts or self.programs is not None or self.source not in (None, "synthetic")):
-            raise SettingsError("--synth renders synthesizer presets, not SoundFonts: drop --soundfont, --programs "
-                                "and --source")
+        if self.synth and (self.soundfonts or self.programs is not None or self.source not in (None, "synthetic")
+                           or self.banks != (0,)):
+            raise SettingsError("--synth renders synthesizer presets, not SoundFonts: drop --soundfont, --programs, "
+                                "--banks and --source")
         if self.families is not None and not self.synth:
             raise SettingsError("--families goes with --synth")
 
@@ -152,6 +159,7 @@ class PlannedNote:
     source: str
     pitch: int
     velocity: int
+    bank: int = 0
 
     @property
     def note_str(self) -> str:
@@ -205,16 +213,19 @@ def plan(config: RenderConfig, mapping: dict[int, ProgramFamily]) -> tuple[list[
     for path, slug in zip(config.soundfonts, slugs):
         synth = tinysoundfont.Synth(samplerate=SAMPLE_RATE)
         sfid = load_soundfont(synth, path)
-        for program in programs:
-            if synth.sfpreset_name(sfid, 0, program) is None:
-                missing.append(f"{slug} program {program}")
+        for bank, program in itertools.product(config.banks, programs):
+            if synth.sfpreset_name(sfid, bank, program) is None:
+                if bank == 0:  # a variation bank holds a few presets: the others are not missing
+                    missing.append(f"{slug} program {program}")
                 continue
             m = mapping[program]
             source = config.source or m.source
-            instrument = f"{m.family}_{source}_{slug}{program:03d}"
-            for pitch in range(m.pitch_min + pitch_offset(config, slug, program), m.pitch_max + 1, config.pitch_step):
+            # Bank 0 keeps the names of renders from before --banks.
+            variant, parts = ("", (slug, program)) if bank == 0 else (f"b{bank}", (slug, program, bank))
+            instrument = f"{m.family}_{source}_{slug}{program:03d}{variant}"
+            for pitch in range(m.pitch_min + pitch_offset(config, *parts), m.pitch_max + 1, config.pitch_step):
                 for velocity in config.velocities:
-                    notes.append(PlannedNote(path, program, instrument, m.family, source, pitch, velocity))
+                    notes.append(PlannedNote(path, program, instrument, m.family, source, pitch, velocity, bank))
     return notes, missing
 
 
@@ -233,7 +244,7 @@ class Renderer:
             player = tinysoundfont.Synth(samplerate=SAMPLE_RATE)
             self.synths[note.soundfont] = (player, load_soundfont(player, note.soundfont))
         player, sfid = self.synths[note.soundfont]
-        player.program_select(0, sfid, 0, note.program)
+        player.program_select(0, sfid, note.bank, note.program)
         player.noteon(0, note.pitch, note.velocity)
         held = np.frombuffer(player.generate(HOLD_SECONDS * SAMPLE_RATE), np.float32)
         player.noteoff(0, note.pitch)
@@ -266,6 +277,8 @@ def record_of(config: RenderConfig, mapping: dict[int, ProgramFamily]) -> dict:
     """What makes two renders the same: the settings, each SoundFont's name and size, the map."""
     settings = dataclasses.asdict(config)
     settings.pop("out")
+    if settings["banks"] == (0,):
+        settings.pop("banks")  # General MIDI only: the same record as renders from before --banks
     settings["soundfonts"] = [{"name": os.path.basename(p), "bytes": os.path.getsize(p)} for p in config.soundfonts]
     settings["program_map"] = [dataclasses.asdict(m) for m in mapping.values()]
     if config.synth:
