@@ -49,6 +49,13 @@ SOUNDFONTS = {
     "csound": "/usr/share/sounds/sf2/sf_GMbank.sf2",  # Debian csound-soundfont
     "opl3": "/usr/share/sounds/sf2/OPL-3_FM_128M.sf2",  # Debian opl3-soundfont: FM synthesis, all synthetic
 }
+# Variation banks of the same SoundFonts (render --banks), each preset an instrument of its own: name -> (the
+# SoundFont's name above, banks). MuseScore's expression banks (17, 18, 21, ...) are left out: the same samples.
+VARIATIONS = {
+    "fluidr3-var": ("fluidr3", (8, 16)),
+    "musescore-var": ("musescore", (8, 16, 20, 25, 30, 40, 50)),
+    "csound-var": ("csound", (8, 16)),
+}
 SF3 = ("timgm6mb", "fluidr3", "musescore")
 SF5 = (*SF3, "csound", "opl3")
 SYNTHETIC_SOUNDFONTS = ("opl3",)  # rendered with instrument_source synthetic, whatever the GM map says
@@ -88,6 +95,9 @@ CONFIGS = {
     # pattern sits)
     "wide+augment+5sf+synth-pretrain+gap": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10, "global_pool": True},
                                             (*SF5, "synth"), {}),
+    # ... with the variation banks of three of the SoundFonts as 89 more instruments (mostly guitars and strings)
+    "wide+augment+5sf+var+synth-pretrain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10},
+                                            (*SF5, *VARIATIONS, "synth"), {}),
     # ... with a random spectral tilt of the log-mels (the real training notes are all velocity 100; most test notes
     # of the other copies are not)
     "wide+augment+5sf+synth-pretrain+tilt": ({**WIDE, "augment": (*AUGMENT, "tilt"), "pretrain_epochs": 10},
@@ -108,11 +118,13 @@ def rendered_folder(name: str, cache: str, log=print) -> str:
     if name in SYNTH_SETS:
         config = RenderConfig(folder, **SYNTH_SETS[name])
     else:
-        path = SOUNDFONTS[name] or default_soundfont()
+        soundfont, banks = VARIATIONS.get(name, (name, (0,)))
+        path = SOUNDFONTS[soundfont] or default_soundfont()
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} is not installed (apt-get install fluid-soundfont-gm "
                                     "musescore-general-soundfont csound-soundfont opl3-soundfont)")
-        config = RenderConfig(folder, (path,), source="synthetic" if name in SYNTHETIC_SOUNDFONTS else None, **RENDER)
+        config = RenderConfig(folder, (path,), source="synthetic" if soundfont in SYNTHETIC_SOUNDFONTS else None,
+                              banks=banks, **RENDER)
     if not JsonWavLayout(folder).has(config.split):
         t = time.time()
         summary = render(config, log=log)
