@@ -134,14 +134,17 @@ def rendered_folder(name: str, cache: str, log=print) -> str:
     return folder
 
 
-def run_one(name: str, seed: int, args, out: str) -> tuple[dict, dict]:
+def run_one(name: str, seed: int, args, out: str, left_out: str | None = None) -> tuple[dict, dict]:
+    """Train one configuration and seed and score it; ``left_out``: train without that rendered set and score its
+    notes too (leave one source out: instruments of a source the model never heard)."""
     fields, sets, data_fields = CONFIGS[name]
+    sets = tuple(s for s in sets if s != left_out)
     extra = tuple(rendered_folder(s, args.render_cache) for s in sets)
     data_fields = {k: tuple(rendered_folder(s, args.render_cache) for s in v) if k == "select_extra" else v
                    for k, v in data_fields.items()}
     spec = dataclasses.replace(spec_from_args(args), extra_train=extra, **data_fields)
     config = TrainConfig(**fields, epochs=args.epochs, early_stopping=args.patience, seed=seed,
-                         mixed_precision=args.precision, out=out, run_name=f"{name.replace('+', '_')}-seed{seed}",
+                         mixed_precision=args.precision, out=out, run_name=run_name(name, seed, left_out),
                          tflite=False, overwrite=True)
     t = time.time()
     run = train(config, spec)
@@ -150,6 +153,10 @@ def run_one(name: str, seed: int, args, out: str) -> tuple[dict, dict]:
               "epochs_run": len(read_json(os.path.join(run, "history.json")).get("epoch", [])),
               "train_notes": run_config["train_notes_by_folder"], "precision": run_config["precision_policy"]}
     scoring = DataSpec(spec.source, spec.data_dir, spec.tfds_config, spec.filters, spec.strict)
+    if left_out:
+        r, _ = evaluate(run, DataSpec(data_dir=rendered_folder(left_out, args.render_cache)), "train", audit=False)
+        result["left_out"] = {"set": left_out, "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
+                              "num_notes": r["num_notes"]}
     heldout = DataSpec(data_dir=rendered_folder(HELDOUT, args.render_cache))
     for split, data in (("valid", scoring), ("test", scoring), ("heldout_synth", heldout)):
         r, _ = evaluate(run, data, "valid" if split == "heldout_synth" else split, audit=split != "heldout_synth")
@@ -165,6 +172,30 @@ def run_one(name: str, seed: int, args, out: str) -> tuple[dict, dict]:
                              r["confusion_matrix"]["counts"]).sum(0).tolist()))}
     # The run's settings as config objects (every field), not an argv.
     return result, {"train": dataclasses.asdict(config), "data": spec.to_json()}
+
+
+def run_name(name: str, seed: int, left_out: str | None = None) -> str:
+    return f"{name.replace('+', '_')}-seed{seed}" + (f"-without-{left_out}" if left_out else "")
+
+
+def run_loso(name: str, args, out: str, json_path: str) -> None:
+    """Leave one source out: per seed, one run without each rendered set of the configuration, scored on that
+    set's notes; recorded under the configuration's "loso" entry (mean over sets: the summary's loso_accuracy)."""
+    sets = [s for s in CONFIGS[name][1]]
+    if len(sets) < 2:
+        print(f"[accuracy] {name}: --loso needs at least two rendered sets, it has {len(sets)}", flush=True)
+        return
+    for seed in args.seeds:
+        for left_out in sets:
+            r, _ = run_one(name, seed, args, out, left_out)
+            print(f"[accuracy] {name} seed {seed} without {left_out}: its notes {r['left_out']['accuracy']:.3f}, "
+                  f"test novel {r['test'].get('novel_accuracy', float('nan')):.3f} ({r['seconds']} s)", flush=True)
+            results = read_json(json_path)["configs"]
+            loso = results[name].setdefault("loso", {})
+            loso.setdefault(left_out, {})[str(seed)] = {"left_out": r["left_out"], "test": r["test"],
+                                                          "valid": r["valid"]}
+            results[name]["summary"] = summarise(results[name]["runs"], loso)
+            write_json(json_path, {**read_json(json_path), "configs": results})
 
 
 PUBLISHED = ("model.keras", "model_waveform.tflite", "labels.txt", "config.json", "history.json")
@@ -278,7 +309,7 @@ def mean_std(values) -> dict:
     return {"mean": float(values.mean()), "std": float(values.std())}
 
 
-def summarise(runs: list[dict]) -> dict:
+def summarise(runs: list[dict], loso: dict | None = None) -> dict:
     row = {f"{split}_{m}": mean_std(r[split][m] for r in runs)
            for split in ("valid", "test") for m in ("accuracy", "macro_f1")}
     for split in ("valid", "test"):
@@ -297,6 +328,11 @@ def summarise(runs: list[dict]) -> dict:
                                                     .get("accuracy", 0.0) for r in runs)
         row["test_called_synth_lead"] = mean_std(r["test"]["predicted_per_family"]["synth_lead"] for r in runs)
     row["seeds"] = [r["seed"] for r in runs]
+    if loso:
+        # Each left-out set's accuracy averaged over its seeds, then the sets averaged: one number per configuration.
+        per_set = {k: float(np.mean([v["left_out"]["accuracy"] for v in seeds.values()])) for k, seeds in loso.items()}
+        row["loso_accuracy"] = {"mean": float(np.mean(list(per_set.values()))), "std": float(np.std(list(
+            per_set.values()))), "sets": per_set, "seeds": sorted({int(k) for v in loso.values() for k in v})}
     return row
 
 
@@ -336,6 +372,12 @@ def markdown(results: dict) -> str:
     if missed:
         lines += ["", "Families never named right on the novel test notes (in at least one seed): "
                   + "; ".join(f"{name}: {', '.join(m) or 'none'}" for name, m in missed.items())]
+    loso = {name: e["summary"]["loso_accuracy"] for name, e in results.items() if "loso_accuracy" in e["summary"]}
+    if loso:
+        lines += ["", "Leave one source out (trained without one rendered set, scored on that set's notes; mean over "
+                  "the sets, ± their spread):", ""]
+        lines += [f"- {name} (seeds {', '.join(map(str, m['seeds']))}): **{fmt(mean=m['mean'], std=m['std'])}**; "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in m["sets"].items()) for name, m in loso.items()]
     lines += ["", "Novel: test/valid notes whose nearest training note is below the twin threshold "
               "(`python -m nsynth_keras.audit`); other copies: the 60 test notes gathered from copies of NSynth that "
               "no training note comes from (the subset's manifest.csv). Configurations are chosen on valid novel "
@@ -364,6 +406,9 @@ def main(argv=None) -> int:
     p.add_argument("--publish", default=None, metavar="DIR",
                    help="make DIR the shipped model from the (one) configuration and seed run: its model, waveform "
                         "TFLite, config, evaluation and model card (e.g. saved_models/pretrained)")
+    p.add_argument("--loso", action="store_true",
+                   help="leave one source out instead: for each --only configuration (its table row must exist) and "
+                        "seed, one run without each of its rendered sets, scored on that set's notes")
     args = p.parse_args(argv)
     names = args.only or list(CONFIGS)
     if args.quick:
@@ -378,6 +423,13 @@ def main(argv=None) -> int:
         p.error("--publish takes one configuration (--only NAME) and one seed (--seeds N)")
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or tmp
+        if args.loso:
+            for name in names:
+                if name in results:
+                    run_loso(name, args, out, json_path)
+                else:
+                    print(f"[accuracy] {name}: --loso needs its table row first (run it without --loso)", flush=True)
+            results, names = read_json(json_path)["configs"] if os.path.isfile(json_path) else {}, []
         for name in names:
             try:
                 for seed in args.seeds:
@@ -391,7 +443,9 @@ def main(argv=None) -> int:
                     runs = {x["seed"]: x for x in results.get(name, {}).get("runs", [])}
                     runs[seed] = r
                     runs = [runs[k] for k in sorted(runs)]
-                    results[name] = {"settings": settings, "runs": runs, "summary": summarise(runs)}
+                    loso = results.get(name, {}).get("loso")
+                    results[name] = {"settings": settings, "runs": runs, "summary": summarise(runs, loso),
+                                     **({"loso": loso} if loso else {})}
                     os.makedirs(args.results, exist_ok=True)
                     write_json(json_path, {"epochs": args.epochs, "patience": args.patience,
                                            "render": {**RENDER, "velocities": list(RENDER["velocities"])},

@@ -50,6 +50,33 @@ def test_accuracy_bench_quick(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_accuracy_bench_leaves_each_source_out_in_turn(data_dir, tmp_path, monkeypatch):
+    import accuracy
+
+    tiny = {"synth": 1, "split": "train", "pitch_step": 12, "velocities": (100,)}
+    monkeypatch.setitem(accuracy.SYNTH_SETS, "synth-a", {**tiny, "seed": 2})
+    monkeypatch.setitem(accuracy.SYNTH_SETS, "synth-b", {**tiny, "seed": 3})
+    monkeypatch.setitem(accuracy.SYNTH_SETS, accuracy.HELDOUT, {**tiny, "seed": 4, "split": "valid"})
+    monkeypatch.setitem(accuracy.CONFIGS, "two-sets", ({}, ("synth-a", "synth-b"), {}))
+    common = ["--data-dir", data_dir, "--quick", "--results", str(tmp_path), "--render-cache", str(tmp_path / "r"),
+              "--only", "two-sets"]
+    assert accuracy.main(["--loso", *common]) == 0  # no table row yet: said, nothing run
+    assert not (tmp_path / "accuracy_quick.json").exists()
+    assert accuracy.main(common) == 0
+    assert accuracy.main(["--loso", *common]) == 0
+    entry = json.loads((tmp_path / "accuracy_quick.json").read_text())["configs"]["two-sets"]
+    notes = {s: len(json.load(open(tmp_path / "r" / s / "nsynth-train" / "examples.json"))) for s in ("synth-a",
+                                                                                                      "synth-b")}
+    for left_out in ("synth-a", "synth-b"):
+        got = entry["loso"][left_out]["0"]["left_out"]
+        assert got["set"] == left_out and got["num_notes"] == notes[left_out] and 0 <= got["accuracy"] <= 1
+    summary = entry["summary"]["loso_accuracy"]
+    assert summary["seeds"] == [0] and summary["mean"] == pytest.approx(
+        (summary["sets"]["synth-a"] + summary["sets"]["synth-b"]) / 2)
+    assert "Leave one source out" in (tmp_path / "accuracy_quick.md").read_text()
+
+
+@pytest.mark.slow
 def test_precision_bench_times_every_policy(data_dir):
     import precision
 
