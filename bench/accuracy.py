@@ -98,6 +98,9 @@ CONFIGS = {
     # ... with the variation banks of three of the SoundFonts as 89 more instruments (mostly guitars and strings)
     "wide+augment+5sf+var+synth-pretrain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10},
                                             (*SF5, *VARIATIONS, "synth"), {}),
+    # ... with the best epoch chosen (and early stopping) on the novel valid notes only
+    "wide+augment+5sf+synth-pretrain+novelsel": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10,
+                                                 "select_on": "novel"}, (*SF5, "synth"), {}),
     # ... with a random spectral tilt of the log-mels (the real training notes are all velocity 100; most test notes
     # of the other copies are not)
     "wide+augment+5sf+synth-pretrain+tilt": ({**WIDE, "augment": (*AUGMENT, "tilt"), "pretrain_epochs": 10},
@@ -152,7 +155,7 @@ def run_one(name: str, seed: int, args, out: str, left_out: str | None = None) -
     result = {"seed": seed, "seconds": round(time.time() - t, 1),
               "epochs_run": len(read_json(os.path.join(run, "history.json")).get("epoch", [])),
               "train_notes": run_config["train_notes_by_folder"], "precision": run_config["precision_policy"]}
-    scoring = DataSpec(spec.source, spec.data_dir, spec.tfds_config, spec.filters, spec.strict)
+    scoring = spec.real_only()
     if left_out:
         r, _ = evaluate(run, DataSpec(data_dir=rendered_folder(left_out, args.render_cache)), "train", audit=False)
         result["left_out"] = {"set": left_out, "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
@@ -434,7 +437,7 @@ def main(argv=None) -> int:
             try:
                 for seed in args.seeds:
                     r, settings = run_one(name, seed, args, out)
-                    run_dir = os.path.join(out, f"{name.replace('+', '_')}-seed{seed}")
+                    run_dir = os.path.join(out, run_name(name, seed))
                     print(f"[accuracy] {name} seed {seed}: test acc {r['test']['accuracy']:.3f} macro-F1 "
                           f"{r['test']['macro_f1']:.3f} ({r['seconds']} s, {r['epochs_run']} epochs)", flush=True)
                     # Read again before writing: another invocation may have added runs meanwhile. A run replaces
@@ -451,9 +454,7 @@ def main(argv=None) -> int:
                                            "render": {**RENDER, "velocities": list(RENDER["velocities"])},
                                            "synth_sets": json.loads(json.dumps(SYNTH_SETS)), "configs": results})
                     if args.publish:
-                        scoring = spec_from_args(args)
-                        publish(run_dir, name, seed, DataSpec(scoring.source, scoring.data_dir, scoring.tfds_config,
-                                                              scoring.filters, scoring.strict),
+                        publish(run_dir, name, seed, spec_from_args(args).real_only(),
                                 results[name]["summary"] if len(runs) > 1 else None, args.publish)
             except FileNotFoundError as err:
                 print(f"[accuracy] {name}: skipped: {err}", flush=True)

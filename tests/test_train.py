@@ -77,3 +77,19 @@ def test_auto_precision_follows_the_hardware(trained_run):
     assert resolve_precision("off") == ("float32", "--mixed-precision off")
     cfg = json.load(open(os.path.join(trained_run, "config.json")))
     assert cfg["precision_policy"] == "float32" and cfg["precision_reason"] == "--mixed-precision off"
+
+
+def test_select_on_novel_chooses_the_best_epoch_on_the_valid_notes_without_a_twin(data_dir, tmp_path):
+    from nsynth_keras.data.twins import audit_split, novel_notes
+    from nsynth_keras.learn.training import TrainConfig
+    from nsynth_keras.learn.training import train as train_run
+
+    spec = DataSpec(data_dir=data_dir, filters=Filters(max_examples=60))
+    novel = novel_notes(spec, "valid")
+    audit = audit_split(spec, "valid")
+    assert novel == {n for n, t in zip(audit.notes, audit.twin) if not t} and 0 < len(novel) < len(audit.notes)
+    run = train_run(TrainConfig(epochs=1, select_on="novel", out=str(tmp_path), run_name="n", tflite=False,
+                                mixed_precision="off"), spec, log=lambda *a: None, verbose=0)
+    record = json.load(open(os.path.join(run, "config.json")))
+    assert record["notes"]["selection"] == len(novel) < record["notes"]["valid"]
+    assert record["settings"]["select_on"] == "novel"

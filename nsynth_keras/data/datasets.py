@@ -263,6 +263,10 @@ class DataSpec:
                                             group=EXTRA)
     EXTRA_FIELDS = ("extra_train", "extra_ratio", "extra_balance", "drop_overlap", "select_extra")
 
+    def real_only(self) -> DataSpec:
+        """The same notes without any extra folder: what valid and test are scored against."""
+        return DataSpec(self.source, self.data_dir, self.tfds_config, self.filters, self.strict)
+
     def to_json(self) -> dict:
         """The spec as a run records it (config.json "data"): folders made absolute, the filters' fields inline."""
         record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "filters"}

@@ -99,14 +99,25 @@ def split_feature_batches(
     part: str = "all",
     wave_augment: Callable[[dict], dict] | None = None,
     frontend: Frontend = DEFAULT_FRONTEND,
+    only_notes: frozenset[str] | None = None,
 ) -> tuple[tuple[tf.data.Dataset, tf.data.Dataset], SplitData]:
-    """make_dataset + feature_batches for one split: (batches, batches in cached order), the note data."""
+    """make_dataset + feature_batches for one split: (batches, batches in cached order), the note data.
+    ``only_notes``: keep just these notes (by note name), e.g. the novel valid notes that choose the best epoch."""
     data = make_dataset(spec, split, shuffle=training, seed=seed, shard=shard, part=part)
+    if only_notes is not None:
+        part += "-" + hashlib.sha256("\n".join(sorted(only_notes)).encode()).hexdigest()[:8]  # another cache
     key = cache_key(spec, split, shard, part, seed, frontend)
     cache = os.path.join(cache_dir, f"{split}-{key}", "features") if cache_dir else "memory"
-    chunks = data.chunks(CACHE_CHUNK, cache) if cache_dir and data.chunks and wave_augment is None else None
-    return feature_batches(None if chunks else data.dataset, batch_size, training=training, seed=seed, cache=cache,
-                           wave_augment=wave_augment, chunks=chunks, frontend=frontend), data
+    if cache_dir and data.chunks and wave_augment is None and only_notes is None:
+        # Each chunk streams its own note list: the split's in-memory dataset is never made.
+        return feature_batches(None, batch_size, training=training, seed=seed, cache=cache, frontend=frontend,
+                               chunks=data.chunks(CACHE_CHUNK, cache)), data
+    notes = data.dataset
+    if only_notes is not None:
+        names = tf.constant(sorted(only_notes), tf.string)
+        notes = notes.filter(lambda note: tf.reduce_any(tf.equal(note["note"], names)))
+    return feature_batches(notes, batch_size, training=training, seed=seed, cache=cache, wave_augment=wave_augment,
+                           frontend=frontend), data
 
 
 def eval_dataset(spec: DataSpec, split: str, batch_size: int = 64,

@@ -160,3 +160,9 @@ def _training_vectors(spec_json: str, stamps: tuple) -> NoteVectors:
 def audit_split(spec: DataSpec, split: str) -> SplitAudit:
     """The twin audit of one split against every training note of the spec's data, at the calibrated threshold."""
     return audit_against(note_vectors(spec, split), training_vectors(spec), split)
+
+
+def novel_notes(spec: DataSpec, split: str) -> frozenset[str]:
+    """The notes of a split without a twin among the real training notes: the ones evaluate calls novel."""
+    audit = audit_split(spec.real_only(), split)
+    return frozenset(note for note, twin in zip(audit.notes, audit.twin) if not twin)

@@ -42,6 +42,7 @@ from nsynth_keras.data.features import (
     make_wave_augment,
 )
 from nsynth_keras.data.pipeline import split_feature_batches, split_features
+from nsynth_keras.data.twins import novel_notes
 from nsynth_keras.deploy import tflite
 from nsynth_keras.learn import distributed
 from nsynth_keras.learn.objective import STEPS_PER_EXECUTION, compile_model  # noqa: F401  (re-exported)
@@ -105,6 +106,9 @@ class TrainConfig:
     label_smoothing: float = setting(0.0, "label smoothing for the cross-entropy", group=TRAINING, at_least=0,
                                      below=1)
     class_weight: bool = setting(False, "weight the loss by inverse family frequency (balanced)", group=TRAINING)
+    select_on: str = setting("all", "valid notes whose accuracy chooses the best epoch and stops early: all, or "
+                                    "novel (those without a twin among the real training notes, by the twin audit: "
+                                    "what a new instrument would score)", choices=("all", "novel"), group=TRAINING)
     early_stopping: int = setting(0, "stop after PATIENCE epochs without a better val_accuracy (0: off)",
                                   metavar="PATIENCE", group=TRAINING, at_least=0)
     seed: int = setting(0, "seed for weights and shuffling", group=TRAINING, at_least=0, below=2**32)
@@ -425,14 +429,22 @@ def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
         dropped += extra.overlap_dropped
         splits["pretrain"] = extra
     selection = heldout = None
+    selected, selected_count = valid_ds, valid_data.num_examples
+    if config.select_on == "novel":
+        novel = novel_notes(spec, "valid")
+        if not novel:
+            raise DataError("--select-on novel: every valid note has a twin among the training notes; use all")
+        selected, _ = split_features(spec, "valid", global_batch, cache_dir=cache_dir, part="real",
+                                     frontend=frontend, only_notes=novel)
+        selection, selected_count = selected, len(novel)
     if spec.select_extra:
         heldout, splits["heldout"] = split_features(spec, "valid", global_batch, cache_dir=cache_dir,
                                                     part="extra", frontend=frontend)
         dropped += splits["heldout"].overlap_dropped
-        selection = valid_ds.concatenate(heldout)  # both already cached: no note is decoded twice
+        selection = selected.concatenate(heldout)  # both already cached: no note is decoded twice
     counts = {s: d.num_examples for s, d in splits.items()}
     if selection is not None:
-        counts["selection"] = counts["valid"] + counts["heldout"]
+        counts["selection"] = selected_count + counts.get("heldout", 0)
     return TrainData(train_ds, valid_ds, test_ds, counts, {s: d.skipped for s, d in splits.items()},
                      train_data.families, parts, pretrain, dropped, selection, heldout, train_scoring)
 
