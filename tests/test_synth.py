@@ -15,6 +15,7 @@ from nsynth_keras.data.audio import read_wav
 from nsynth_keras.data.datasets import DataSpec
 from nsynth_keras.data.notes import read_examples
 from nsynth_keras.learn.training import TrainConfig, train
+from nsynth_keras.models.runs import load_keras
 from nsynth_keras.reports.evaluation import evaluate
 from nsynth_keras.sounds.rendering import RenderConfig, default_soundfont
 from nsynth_keras.sounds.rendering import render as render_notes
@@ -129,6 +130,28 @@ def test_fine_tuning_keeps_a_family_only_the_extra_notes_have(tiny_nsynth, tmp_p
         predicted[keep] = report["accuracy"]
     assert predicted[2.0] >= 0.4, predicted  # held-out vocal presets still called vocal (0.62 measured)
     assert predicted[0.0] <= predicted[2.0] - 0.3, predicted  # forgotten without (0.0 measured)
+
+
+def test_finetune_learning_rate_is_a_fresh_optimizer_for_the_real_notes(tiny_nsynth, tmp_path):
+    extra = str(tmp_path / "extra")
+    render_notes(RenderConfig(extra, synth=1, families=("bass", "organ"), pitch_step=12, velocities=(100,)),
+                 log=lambda *a: None, show_progress=False)
+    spec = DataSpec(data_dir=tiny_nsynth, extra_train=(extra,))
+
+    def weights(name: str, epochs: int, lr: float | None) -> list:
+        config = TrainConfig(epochs=epochs, pretrain_epochs=2, finetune_learning_rate=lr, seed=3, deterministic=True,
+                             batch_size=4, out=str(tmp_path / "runs"), run_name=name, tflite=False,
+                             mixed_precision="off")
+        run = train(config, spec, log=lambda *a: None, verbose=0)
+        return load_keras(os.path.join(run, "model.keras")).get_weights()
+
+    still = weights("still", 1, 1e-12)  # fine-tuning at a vanishing rate leaves the pretrained weights
+    longer = weights("longer", 3, 1e-12)
+    moved = weights("moved", 1, None)  # the pretraining optimizer carried on at --learning-rate
+    assert all(np.allclose(a, b, atol=1e-8) for a, b in zip(still, longer))
+    assert any(not np.allclose(a, b, atol=1e-4) for a, b in zip(still, moved))
+    with pytest.raises(ValueError, match="--finetune-learning-rate goes with --pretrain-epochs"):
+        TrainConfig(finetune_learning_rate=1e-4).validate()
 
 
 def test_finetune_and_select_settings_are_checked(tiny_nsynth, tmp_path):

@@ -88,6 +88,11 @@ class TrainConfig:
     finetune_extra: float = setting(0.0, "with --pretrain-epochs: keep R extra notes per real note in the "
                                          "fine-tuning batches, so families only the extra notes have (synth_lead) "
                                          "are not forgotten", metavar="R", group=TRAINING, at_least=0)
+    finetune_learning_rate: float | None = setting(None, "with --pretrain-epochs: a fresh Adam at this learning "
+                                                         "rate for fine-tuning on the real notes, so they adjust "
+                                                         "rather than overwrite what the extra notes taught (none: "
+                                                         "--learning-rate, the pretraining optimizer carried on)",
+                                                   metavar="LR", group=TRAINING, above=0)
     batch_size: int = setting(32, "batch size (per replica with --strategy)", group=TRAINING, at_least=1,
                               below=2**31)
     learning_rate: float = setting(1e-3, "Adam learning rate", group=TRAINING, above=0)
@@ -147,6 +152,8 @@ class TrainConfig:
         check_fields(self)
         checks = [
             (not self.finetune_extra or self.pretrain_epochs, "--finetune-extra goes with --pretrain-epochs"),
+            (self.finetune_learning_rate is None or self.pretrain_epochs,
+             "--finetune-learning-rate goes with --pretrain-epochs"),
             (not (self.pretrain_epochs and self.strategy == "multiworker"),
              "--pretrain-epochs does not run with --strategy multiworker"),
             (bool(self.filters), "--filters: give at least one kernel count"),
@@ -470,6 +477,10 @@ def fit(config: TrainConfig, data: TrainData, paths: RunPaths, strategy: tf.dist
     run = paths.partial
     if data.pretrain is not None:
         pretrain(config, model, data, fit_valid, run, paths.name, verbose)
+        if config.finetune_learning_rate:
+            with strategy.scope():
+                compile_model(model, config.finetune_learning_rate, config.label_smoothing,
+                              config.steps_per_execution)
     if config.strategy == "multiworker":
         distributed.fit(strategy, model, model.optimizer, with_shard_policy(fit_ds, spec.source), fit_valid,
                         epochs=config.epochs, work_dir=run.path, is_chief=worker == 0,
