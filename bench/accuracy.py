@@ -39,6 +39,7 @@ from nsynth_keras.reports.evaluation import evaluate  # noqa: E402
 from nsynth_keras.sounds.rendering import RenderConfig, default_soundfont, render  # noqa: E402
 
 AUGMENT = ("specaugment", "gain", "shift", "mel_roll", "mixup")
+AUGMENT_PCEN = tuple(a for a in AUGMENT if a != "gain")  # gain adds decibels: PCEN features are not in dB
 WIDE = {"model": "cnn", "filters": (32, 64, 128, 256), "dropout": 0.3}
 # SoundFonts to render: name -> path (None: the default, TimGM6mb from pretty-midi). Every one is
 # rendered the same way: every 4th pitch of each instrument's range at velocities 75 and 127.
@@ -75,6 +76,7 @@ CONFIGS = {
     "baseline+timgm6mb": ({}, ("timgm6mb",), {}),
     # The PCEN frontend instead of the log-mel (an automatic gain per mel band).
     "baseline+pcen": ({"frontend": "pcen"}, (), {}),
+    "wide+augment+pcen": ({**WIDE, "augment": AUGMENT_PCEN, "frontend": "pcen"}, (), {}),
     # The recording chain (EQ, filters, room, noise) on half the training notes, drawn anew each epoch.
     "baseline+chain": ({"recording_chain": 0.5}, (), {}),
     "baseline+timgm6mb+chain": ({"recording_chain": 0.5}, ("timgm6mb",), {}),
@@ -91,6 +93,9 @@ CONFIGS = {
     # ... with the recording chain on half the notes of both stages (the lever that paid most on the baseline)
     "wide+augment+5sf+synth-pretrain+chain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10,
                                                "recording_chain": 0.5}, (*SF5, "synth"), {}),
+    # ... on the PCEN frontend
+    "wide+augment+5sf+synth-pretrain+pcen": ({**WIDE, "augment": AUGMENT_PCEN, "pretrain_epochs": 10,
+                                             "frontend": "pcen"}, (*SF5, "synth"), {}),
     # ... with global average pooling instead of Flatten (a classifier that cannot key on where in time or pitch a
     # pattern sits)
     "wide+augment+5sf+synth-pretrain+gap": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10, "global_pool": True},
