@@ -77,6 +77,8 @@ CONFIGS = {
     # The PCEN frontend instead of the log-mel (an automatic gain per mel band).
     "baseline+pcen": ({"frontend": "pcen"}, (), {}),
     "wide+augment+pcen": ({**WIDE, "augment": AUGMENT_PCEN, "frontend": "pcen"}, (), {}),
+    # The homework CNN on PCEN, pretrained on the rendered instruments first.
+    "baseline+5sf+synth-pretrain+pcen": ({"pretrain_epochs": 10, "frontend": "pcen"}, (*SF5, "synth"), {}),
     # The recording chain (EQ, filters, room, noise) on half the training notes, drawn anew each epoch.
     "baseline+chain": ({"recording_chain": 0.5}, (), {}),
     "baseline+timgm6mb+chain": ({"recording_chain": 0.5}, ("timgm6mb",), {}),
