@@ -5,8 +5,9 @@ novel and other-copy notes (the twin audit), side by side.
     python bench/accuracy.py --only NAME --seeds 0 1 2 --keep ~/runs/NAME
     python bench/ensemble.py ~/runs/NAME/*-seed* --name NAME      # writes bench/results/ensemble.json
 
-An ensemble costs its member count in size and latency; it pays only if it beats the members' mean by more than
-their spread.
+Members may come from several configurations, of different frontends too (each is fed its own features); --name
+then names the mix. An ensemble costs its member count in size and latency; it pays only if it beats the members'
+mean by more than their spread.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ the members' family probabilities, read by evaluate, predict, export, tflite_che
     python -m nsynth_keras.evaluate saved_models/run-ensemble --data-dir ../shared/nsynth
 
 It costs its member count in size and latency: measure it beside its members (bench/ensemble.py) before
-shipping it. The members must share one frontend (their config.json says which).
+shipping it. Members of one frontend share a log-mel input; members of different frontends (log-mel and PCEN) are
+joined at the waveform, each with its own frontend inside, and such an ensemble exports as the waveform TFLite
+model only.
 """
 
 from __future__ import annotations

@@ -7,14 +7,18 @@ import os
 
 import keras
 import numpy as np
+import pytest
 
+from nsynth_keras.data.audio import read_wav
 from nsynth_keras.data.datasets import DataSpec
-from nsynth_keras.data.features import FRONTEND, Frontend
+from nsynth_keras.data.features import FRONTEND, Frontend, log_mel
 from nsynth_keras.deploy.inference import load_classifier
+from nsynth_keras.deploy.ondevice import check_run
+from nsynth_keras.deploy.tflite import export_run
 from nsynth_keras.ensemble import main
 from nsynth_keras.models.cnn import build_baseline
-from nsynth_keras.models.runs import RunFolder
-from nsynth_keras.reports.evaluation import evaluate
+from nsynth_keras.models.runs import RunError, RunFolder
+from nsynth_keras.reports.evaluation import evaluate, predict_split_with
 
 
 def make_run(folder, seed: int, frontend: dict = FRONTEND) -> str:
@@ -41,11 +45,33 @@ def test_the_ensemble_is_the_mean_of_its_members_and_evaluates_like_a_run(tmp_pa
     assert report["num_notes"] > 0 and report["frontend"] == {**FRONTEND, "source": report["frontend"]["source"]}
 
 
-def test_members_of_other_frontends_one_run_and_an_existing_folder_are_refused(tmp_path, capsys):
+def test_members_of_different_frontends_are_joined_at_the_waveform_and_export_as_one_waveform_model(
+        tmp_path, tiny_nsynth):
+    log, pcen = Frontend(), Frontend(compression="pcen")
+    runs = [make_run(tmp_path / "log", 0), make_run(tmp_path / "pcen", 1, pcen.to_json())]
+    assert main([*runs, "--out", str(tmp_path), "--run-name", "mixed"]) == 0
+    folder = str(tmp_path / "mixed")
+    ensemble = load_classifier(folder)
+    assert ensemble.takes_waveform and "frontend" not in json.load(open(RunFolder(folder).config))
+    audio = os.path.join(tiny_nsynth, "nsynth-test", "audio")
+    waves = np.stack([read_wav(os.path.join(audio, n)).waveform for n in sorted(os.listdir(audio))])
+    expected = np.mean([load_classifier(runs[0]).predict(log_mel(waves, log).numpy()),
+                        load_classifier(runs[1]).predict(log_mel(waves, pcen).numpy())], axis=0)
+    np.testing.assert_allclose(ensemble.predict(waves), expected, atol=1e-5)
+    # evaluate decodes the split once and feeds every model its own input
+    _, _, (together, *members), _ = predict_split_with([ensemble, *map(load_classifier, runs)],
+                                                       DataSpec(data_dir=tiny_nsynth), "test")
+    np.testing.assert_allclose(together, np.mean(members, axis=0), atol=1e-5)
+    with pytest.raises(RunError, match="exports only as the waveform variant, not fp32"):
+        export_run(folder, variants=("fp32",), log=lambda *a: None)
+    written = export_run(folder, log=lambda *a: None)
+    assert set(written) == {"saved_model", "waveform"}
+    rows = check_run(folder, DataSpec(data_dir=tiny_nsynth), "test", mediapipe=False)
+    assert [r["model"] for r in rows] == ["model_waveform.tflite"] and rows[0]["agreement"] == 1.0
+
+
+def test_one_run_a_missing_run_and_an_existing_folder_are_refused(tmp_path, capsys):
     a, b = make_run(tmp_path / "a", 0), make_run(tmp_path / "b", 1)
-    other = make_run(tmp_path / "other", 2, Frontend(f_min=300.0).to_json())
-    assert main([a, other, "--out", str(tmp_path), "--run-name", "mixed"]) == 2
-    assert "different frontends" in capsys.readouterr().err and not os.path.exists(tmp_path / "mixed")
     assert main([a, "--out", str(tmp_path)]) == 2
     assert "at least two" in capsys.readouterr().err
     os.makedirs(tmp_path / "kept")

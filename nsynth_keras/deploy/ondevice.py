@@ -96,7 +96,7 @@ def check_run(run: str, spec: DataSpec, split: str, mediapipe: bool = True, brow
         pages = {path: stack.enter_context(BrowserCheck(path)) for path in waveform} if browser else {}
         for batch in eval_dataset(spec, split, frontend=frontend):
             waves, mels, y = batch["audio"].numpy(), batch["mel"].numpy(), batch["family"].numpy()
-            reference.append(keras_clf.predict(mels))
+            reference.append(keras_clf.predict(waves if keras_clf.takes_waveform else mels))
             ys.append(y)
             for wave, family in zip(waves, y):
                 first.setdefault(int(family), wave)

@@ -58,8 +58,14 @@ def waveform_model(model: keras.Model, frontend: Frontend = DEFAULT_FRONTEND) ->
     STFT framing that the TFLite interpreters cannot run.
     """
     audio = keras.Input(shape=(NUM_SAMPLES,), batch_size=1, name="waveform")
+    if takes_waveform(model):  # an ensemble of members with different frontends: they are inside already
+        return keras.Model(audio, model(audio), name="waveform_classifier")
     frontend_layer = LogMel(frontend.to_json(), name="log_mel_frontend")
     return keras.Model(audio, model(frontend_layer(audio)), name="waveform_classifier")
+
+
+def takes_waveform(model: keras.Model) -> bool:
+    return tuple(model.input_shape[1:]) == (NUM_SAMPLES,)
 
 
 @dataclass(frozen=True)
@@ -278,6 +284,14 @@ def export_run(run_dir: str, spec: DataSpec | None = None, variants: tuple[str, 
     write_savedmodel(model, run.saved_model)
     written["saved_model"] = run.saved_model
     log(f"  {RunFolder.SAVED_MODEL + '/':<24}({time.time() - t:.1f} s)")
+    if takes_waveform(model):
+        # Its frontends are inside (an ensemble of members with different frontends): only the waveform format
+        # has an audio input.
+        other = [v for v in variants or () if not EXPORT_FORMATS[v].waveform]
+        if other:
+            raise RunError(f"{run_dir}: this model takes 16 kHz audio (its frontends are inside), so it exports only "
+                           f"as the waveform variant, not {', '.join(other)}")
+        variants = tuple(v for v, fmt in EXPORT_FORMATS.items() if fmt.waveform)
     variants = tuple(EXPORT_FORMATS) if variants is None else variants
     representative = None
     if any(EXPORT_FORMATS[v].representative for v in variants):

@@ -12,6 +12,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, t
 from nsynth_keras.core.config import FAMILIES, NUM_CLASSES, SOURCES
 from nsynth_keras.core.files import check_output_dir, write_json
 from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.features import log_mel
 from nsynth_keras.data.notes import JsonWavLayout
 from nsynth_keras.data.pipeline import eval_dataset
 from nsynth_keras.data.twins import SplitAudit, audit_split
@@ -29,17 +30,20 @@ def predict_split(clf: Classifier, spec: DataSpec, split: str, batch_size: int =
 
 
 def predict_split_with(clfs: list[Classifier], spec: DataSpec, split: str, batch_size: int = 64):
-    """predict_split for several models of one frontend (an ensemble's members), decoding the split once:
-    (true families, instrument sources, [probabilities of each model], note names)."""
-    frontends = {(c.frontend, c.takes_waveform) for c in clfs}
-    if len(frontends) != 1:
-        raise RunError(f"these models take different inputs and cannot share one decoding of {split}: "
-                       + ", ".join(str(c.path) for c in clfs))
+    """predict_split for several models (an ensemble's members), decoding the split once, each model fed its own
+    input (its frontend's features, or the audio): (true families, instrument sources, [probabilities of each
+    model], note names)."""
     ys, srcs, notes = [], [], []
     probs: list[list[np.ndarray]] = [[] for _ in clfs]
     for batch in eval_dataset(spec, split, batch_size, clfs[0].frontend):
-        x = (batch["audio"] if clfs[0].takes_waveform else batch["mel"]).numpy()
+        inputs = {clfs[0].frontend: batch["mel"].numpy()}  # features by frontend, each computed once a batch
         for out, clf in zip(probs, clfs):
+            if clf.takes_waveform:
+                x = batch["audio"].numpy()
+            else:
+                if clf.frontend not in inputs:
+                    inputs[clf.frontend] = log_mel(batch["audio"], clf.frontend).numpy()
+                x = inputs[clf.frontend]
             out.append(clf.predict(x))
         ys.append(batch["family"].numpy())
         srcs.append(batch["source"].numpy())
