@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 
@@ -45,10 +46,20 @@ def main(argv=None) -> dict:
     add_data_args(p)
     p.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                   "ensemble.json"))
+    p.add_argument("--per-seed", action="store_true",
+                   help="also average the members of each seed alone (run folders named ...-seedN), as a mix of "
+                        "configurations is measured over seeds: one ensemble per seed, their mean and spread")
     args = p.parse_args(argv)
     spec = spec_from_args(args)
     members = [load_classifier(run) for run in args.runs]
-    result = {"members": [os.path.basename(os.path.normpath(r)) for r in args.runs], "splits": {}}
+    names = [os.path.basename(os.path.normpath(r)) for r in args.runs]
+    seeds = [re.search(r"-seed(\d+)", name) for name in names]
+    if args.per_seed and not all(seeds):
+        p.error("--per-seed needs every run folder named ...-seedN: " + ", ".join(n for n, s in zip(names, seeds)
+                                                                                   if not s))
+    by_seed = {int(s.group(1)): [i for i, t in enumerate(seeds) if int(t.group(1)) == int(s.group(1))]
+               for s in seeds} if args.per_seed else {}
+    result = {"members": names, "splits": {}}
     for split in ("valid", "test"):
         y, _, all_probs, notes = predict_split_with(members, spec, split)  # the split decoded once for all
         audit = audit_split(spec, split)
@@ -61,9 +72,17 @@ def main(argv=None) -> dict:
                 continue
             rows[part] = {"members": values, "members_mean": statistics.mean(values),
                           "members_std": statistics.pstdev(values), "ensemble": together[part]}
+            line = ""
+            if by_seed:
+                per = {seed: scores(spec, split, y, np.mean([all_probs[i] for i in index], axis=0), notes,
+                                    audit)[part] for seed, index in by_seed.items()}
+                rows[part]["per_seed"] = {"ensembles": per, "mean": statistics.mean(per.values()),
+                                          "std": statistics.pstdev(per.values())}
+                line = (f"  per seed {rows[part]['per_seed']['mean']:.3f} +-{rows[part]['per_seed']['std']:.3f} "
+                        f"({len(per)} ensembles of {len(args.runs) // len(per)})")
             print(f"[ensemble] {split:5} {part:12} members {statistics.mean(values):.3f} "
                   f"+-{statistics.pstdev(values):.3f} ({', '.join(f'{v:.3f}' for v in values)})  "
-                  f"ensemble {together[part]:.3f}", flush=True)
+                  f"ensemble {together[part]:.3f}{line}", flush=True)
         result["splits"][split] = rows
     set_json_entry(args.json, args.name, result)
     return result

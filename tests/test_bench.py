@@ -163,6 +163,16 @@ def test_ensemble_bench_scores_members_and_their_average(trained_run, data_dir, 
         for row in rows.values():  # two copies of one model: the average is the model
             assert len(row["members"]) == 2 and row["members_std"] == 0 and row["ensemble"] == row["members"][0]
     assert json.load(open(out))["twice"]["members"] == [os.path.basename(trained_run)] * 2
+    # --per-seed: one ensemble per seed of a mix of configurations (here a and b of seeds 0 and 1, all one model)
+    runs = []
+    for name in ("a-seed0", "b-seed0", "a-seed1", "b-seed1"):
+        os.symlink(trained_run, tmp_path / name)
+        runs.append(str(tmp_path / name))
+    result = ensemble.main([*runs, "--per-seed", "--name", "mix", "--data-dir", data_dir, "--json", str(out)])
+    row = result["splits"]["test"]["all"]
+    assert row["per_seed"]["ensembles"] == {0: row["ensemble"], 1: row["ensemble"]} and row["per_seed"]["std"] == 0
+    with pytest.raises(SystemExit):
+        ensemble.main([trained_run, *runs, "--per-seed", "--data-dir", data_dir, "--json", str(out)])
 
 
 @pytest.mark.slow
