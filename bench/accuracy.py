@@ -349,7 +349,29 @@ def summarise(runs: list[dict], loso: dict | None = None) -> dict:
     return row
 
 
-def markdown(results: dict) -> str:
+def ensemble_lines(ensembles: dict) -> list[str]:
+    """The table of bench/ensemble.py's results: each ensemble beside its members' mean, and per seed where measured
+    (one ensemble of each seed's members: the figure to compare with a configuration's 3 seeds)."""
+    lines = ["", "Ensembles (`bench/ensemble.py`: the members' probabilities averaged; members' mean ± spread in "
+             "brackets; \"per seed\": one ensemble of each seed's members, mean ± spread):", "",
+             "| ensemble | members | valid novel | test | **test novel** | test other copies |",
+             "|---|---|---|---|---|---|"]
+    cells = (("valid", "novel"), ("test", "all"), ("test", "novel"), ("test", "other_copies"))
+    for name, entry in ensembles.items():
+        shown = []
+        for split, part in cells:
+            row = entry["splits"].get(split, {}).get(part)
+            if row is None:
+                shown.append("-")
+                continue
+            per = row.get("per_seed")
+            shown.append(f"{row['ensemble']:.3f} [{row['members_mean']:.3f} ± {row['members_std']:.3f}]"
+                         + (f"; per seed {per['mean']:.3f} ± {per['std']:.3f}" if per else ""))
+        lines.append(f"| {name} | {len(entry['members'])} | " + " | ".join(shown) + " |")
+    return lines
+
+
+def markdown(results: dict, ensembles: dict | None = None) -> str:
     lines = [f"Updated {date.today()}; {os.cpu_count()} CPU cores. Test: 260 notes of 51 instruments never heard in "
              "training. Mean ± std over the seeds listed.", "",
              "| configuration | seeds | valid acc | valid novel | test acc | **test novel** | test other copies | "
@@ -391,6 +413,8 @@ def markdown(results: dict) -> str:
                   "the sets, ± their spread):", ""]
         lines += [f"- {name} (seeds {', '.join(map(str, m['seeds']))}): **{fmt(mean=m['mean'], std=m['std'])}**; "
                   + ", ".join(f"{k} {v:.3f}" for k, v in m["sets"].items()) for name, m in loso.items()]
+    if ensembles:
+        lines += ensemble_lines(ensembles)
     lines += ["", "Novel: test/valid notes whose nearest training note is below the twin threshold "
               "(`python -m nsynth_keras.audit`); other copies: the 60 test notes gathered from copies of NSynth that "
               "no training note comes from (the subset's manifest.csv). Configurations are chosen on valid novel "
@@ -469,7 +493,9 @@ def main(argv=None) -> int:
             except FileNotFoundError as err:
                 print(f"[accuracy] {name}: skipped: {err}", flush=True)
                 continue
-    md = markdown(results) if results else "no configuration ran\n"
+    ensembles_path = os.path.join(args.results, "ensemble.json")
+    ensembles = read_json(ensembles_path) if os.path.isfile(ensembles_path) and not args.quick else None
+    md = markdown(results, ensembles) if results else "no configuration ran\n"
     os.makedirs(args.results, exist_ok=True)
     with open(os.path.join(args.results, f"accuracy{suffix}.md"), "w") as f:
         f.write(md)
