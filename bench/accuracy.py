@@ -265,6 +265,10 @@ def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict 
                   if config["notes"].get("pretrain") else
                   f"{config['notes']['train']:,} notes: " + ", ".join(f"{n:,} from {k}" for k, n in folders.items()))
 
+    features = ("PCEN mel features (per-channel energy normalisation of 64 mel bands)"
+                if config.get("frontend", {}).get("compression") == "pcen" else "log-mel spectrograms")
+    selection = "novel valid notes (no training twin)" if settings.get("select_on") == "novel" else "valid notes"
+
     def row(split: str, r: dict) -> str:
         part = r.get("other_copies")
         other = f"{part['accuracy']:.3f} (n={part['num_notes']})" if part and part["num_notes"] else "-"
@@ -281,13 +285,15 @@ python bench/accuracy.py --only {name} --seeds {seed} --publish saved_models/pre
 ```
 
 **What it is.** A Keras CNN ({config["model"]["params"]:,} parameters; settings in `config.json`) that names the
-instrument family (11 NSynth families) of one isolated 4-second note, from a 64x64 log-mel spectrogram. `model.keras`
-takes log-mels `[batch, 64, 64, 1]`; `model_waveform.tflite` takes 16 kHz mono audio `[1, 64000]` with the
-frontend inside and carries TFLite Metadata (labels, audio properties), for MediaPipe and the demo page.
+instrument family (11 NSynth families) of one isolated 4-second note, from 64x64 {features}. `model.keras`
+takes those features `[batch, 64, 64, 1]` (`config.json` `frontend` says how they are computed; every command
+computes them so); `model_waveform.tflite` takes 16 kHz mono audio `[1, 64000]` with the frontend inside and carries
+TFLite Metadata (labels, audio properties), for MediaPipe and the demo page.
 
 **Trained on** {trained_on}. `nsynth` is the shared NSynth subset (40 instruments;
 CC BY 4.0); any other folder holds notes rendered by `python -m nsynth_keras.render` (bench/README.md says how).
-{training}. Best epoch chosen on the {valid["num_notes"]} valid notes; precision {config["precision_policy"]}.
+{training}. Best epoch chosen on the {config["notes"].get("selection", valid["num_notes"])} {selection}; precision
+{config["precision_policy"]}.
 
 ## Scores (`evaluation.json`; a test reproduces them)
 

@@ -16,7 +16,7 @@ from nsynth_keras.data.datasets import DataSpec
 from nsynth_keras.data.pipeline import load_split
 from nsynth_keras.deploy.inference import KerasClassifier, TFLiteClassifier
 from nsynth_keras.deploy.webpage import model_info, waveform_model
-from nsynth_keras.models.runs import PRETRAINED, RunFolder, run_or_pretrained
+from nsynth_keras.models.runs import PRETRAINED, RunFolder, run_frontend, run_or_pretrained
 from nsynth_keras.reports.evaluation import evaluate as evaluate_model
 
 SHIPPED = ("model.keras", "model_waveform.tflite", "labels.txt", "config.json", "history.json", "evaluation.json",
@@ -51,7 +51,7 @@ def test_it_reproduces_its_recorded_scores_on_the_shared_split(data_dir, recorde
 
 
 def test_its_waveform_tflite_agrees_on_every_test_note(data_dir):
-    notes = load_split(DataSpec(data_dir=data_dir), "test", ("audio", "mel"))
+    notes = load_split(DataSpec(data_dir=data_dir), "test", ("audio", "mel"), frontend=run_frontend(PRETRAINED)[0])
     keras_probs = KerasClassifier(RunFolder(PRETRAINED).model).predict(notes["mel"])
     lite = TFLiteClassifier(os.path.join(PRETRAINED, "model_waveform.tflite"))
     assert lite.takes_waveform
