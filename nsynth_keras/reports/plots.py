@@ -20,8 +20,9 @@ import numpy as np  # noqa: E402
 from nsynth_keras.core.config import F_MAX, F_MIN, FAMILIES, HOP_LENGTH, N_MELS, SAMPLE_RATE, TOP_DB  # noqa: E402
 from nsynth_keras.core.files import atomic_path  # noqa: E402
 from nsynth_keras.data.datasets import DataSpec  # noqa: E402
+from nsynth_keras.data.features import DEFAULT_FRONTEND, Frontend  # noqa: E402
 from nsynth_keras.data.pipeline import eval_dataset, load_split  # noqa: E402
-from nsynth_keras.models.runs import find_model, load_keras  # noqa: E402
+from nsynth_keras.models.runs import RunError, find_model, load_keras, run_frontend  # noqa: E402
 
 
 def save_figure(fig, path: str | None):
@@ -95,10 +96,10 @@ def plot_tuning(trials: list[dict], path: str | None = None):
 # --------------------------------------------------------------------------- what the data and the CNN look like
 
 
-def one_note_per_family(spec: DataSpec, split: str = "train") -> list[dict]:
-    """The first note of each family present in a split: note, family, waveform, log-mel."""
+def one_note_per_family(spec: DataSpec, split: str = "train", frontend: Frontend = DEFAULT_FRONTEND) -> list[dict]:
+    """The first note of each family present in a split: note, family, waveform, features (log-mel by default)."""
     chosen: dict[int, dict] = {}
-    for batch in eval_dataset(spec, split):
+    for batch in eval_dataset(spec, split, frontend=frontend):
         for i, family in enumerate(batch["family"].numpy()):
             if int(family) not in chosen:
                 chosen[int(family)] = {"note": batch["note"][i].numpy().decode(), "family": FAMILIES[family],
@@ -231,13 +232,17 @@ def visualize_run(run: str, spec: DataSpec, split: str = "valid", out: str | Non
     """kernels.png, top_activations.png and mels_by_family.png for a run; returns name -> path."""
     out = out or (run if os.path.isdir(run) else os.path.dirname(os.path.abspath(run)))
     model = load_keras(find_model(run))
+    if not any(isinstance(layer, keras.layers.Conv2D) for layer in model.layers):
+        raise RunError(f"{run}: visualize draws one CNN's kernels and activations, and this model has none at its top "
+                       "level (an ensemble?): visualize each member's run instead")
+    frontend, _ = run_frontend(run)  # the features the run was trained on
     paths = {name: os.path.join(out, f"{name}.png") for name in ("kernels", "top_activations", "mels_by_family")}
     plot_kernels(model, paths["kernels"])
-    notes = load_split(spec, split, ("mel", "family"))
+    notes = load_split(spec, split, ("mel", "family"), frontend=frontend)
     families = [FAMILIES[i] for i in notes["family"]]
     plot_top_activations(notes["mel"], families, top_activating(block_activations(model, notes["mel"])),
                          paths["top_activations"])
-    plot_mels_by_family(one_note_per_family(spec, split), paths["mels_by_family"])
+    plot_mels_by_family(one_note_per_family(spec, split, frontend), paths["mels_by_family"])
     return paths
 
 
