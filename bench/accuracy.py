@@ -77,8 +77,17 @@ CONFIGS = {
     # The PCEN frontend instead of the log-mel (an automatic gain per mel band).
     "baseline+pcen": ({"frontend": "pcen"}, (), {}),
     "wide+augment+pcen": ({**WIDE, "augment": AUGMENT_PCEN, "frontend": "pcen"}, (), {}),
-    # The homework CNN on PCEN, pretrained on the rendered instruments first.
+    # The homework CNN on PCEN, pretrained on the rendered instruments first ...
     "baseline+5sf+synth-pretrain+pcen": ({"pretrain_epochs": 10, "frontend": "pcen"}, (*SF5, "synth"), {}),
+    # ... with the best epoch chosen on the novel valid notes only
+    "baseline+5sf+synth-pretrain+pcen+novelsel": ({"pretrain_epochs": 10, "frontend": "pcen", "select_on": "novel"},
+                                                  (*SF5, "synth"), {}),
+    # ... fine-tuned by a fresh Adam at a tenth of the learning rate
+    "baseline+5sf+synth-pretrain+pcen+ftlr": ({"pretrain_epochs": 10, "frontend": "pcen",
+                                              "finetune_learning_rate": 1e-4}, (*SF5, "synth"), {}),
+    # ... with the variation banks as 89 more instruments in pretraining
+    "baseline+5sf+var+synth-pretrain+pcen": ({"pretrain_epochs": 10, "frontend": "pcen"},
+                                             (*SF5, *VARIATIONS, "synth"), {}),
     # The recording chain (EQ, filters, room, noise) on half the training notes, drawn anew each epoch.
     "baseline+chain": ({"recording_chain": 0.5}, (), {}),
     "baseline+timgm6mb+chain": ({"recording_chain": 0.5}, ("timgm6mb",), {}),
