@@ -77,6 +77,8 @@ CONFIGS = {
     # The PCEN frontend instead of the log-mel (an automatic gain per mel band).
     "baseline+pcen": ({"frontend": "pcen"}, (), {}),
     "wide+augment+pcen": ({**WIDE, "augment": AUGMENT_PCEN, "frontend": "pcen"}, (), {}),
+    # The homework CNN on the log-mel, pretrained on the rendered instruments first (the next row's twin) ...
+    "baseline+5sf+synth-pretrain": ({"pretrain_epochs": 10}, (*SF5, "synth"), {}),
     # The homework CNN on PCEN, pretrained on the rendered instruments first ...
     "baseline+5sf+synth-pretrain+pcen": ({"pretrain_epochs": 10, "frontend": "pcen"}, (*SF5, "synth"), {}),
     # ... with the best epoch chosen on the novel valid notes only
