@@ -207,7 +207,7 @@ def run_name(name: str, seed: int, left_out: str | None = None) -> str:
 def run_loso(name: str, args, out: str, json_path: str) -> None:
     """Leave one source out: per seed, one run without each rendered set of the configuration, scored on that
     set's notes; recorded under the configuration's "loso" entry (mean over sets: the summary's loso_accuracy)."""
-    sets = [s for s in CONFIGS[name][1]]
+    sets = list(CONFIGS[name][1])
     if len(sets) < 2:
         print(f"[accuracy] {name}: --loso needs at least two rendered sets, it has {len(sets)}", flush=True)
         return

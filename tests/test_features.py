@@ -110,6 +110,8 @@ def test_pcen_matches_numpy_reference_is_level_free_and_recorded_by_name(real_wa
     with pytest.raises(ValueError, match="compression 'cqt'"):
         Frontend.from_json({**record, "compression": "cqt"})
     assert Frontend.from_json({k: v for k, v in Frontend().to_json().items() if k != "compression"}) == Frontend()
+    with pytest.raises(ValueError, match="compression 'cqt'"):
+        Frontend(compression="cqt")
 
 
 def test_train_records_its_frontend_and_refuses_decibel_augmentations_with_pcen(tmp_path, tiny_nsynth):

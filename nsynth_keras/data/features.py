@@ -52,8 +52,13 @@ class Frontend:
     # mel band that follows its recent level, so a fixed EQ or room colour matters less)
     compression: str = "log"
 
+    def __post_init__(self):
+        if self.compression not in NORMALISATIONS:
+            raise ValueError(f"compression {self.compression!r} is not one this code computes "
+                             f"({', '.join(NORMALISATIONS)})")
+
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "normalisation": NORMALISATIONS.get(self.compression)}
+        return {**dataclasses.asdict(self), "normalisation": NORMALISATIONS[self.compression]}
 
     @classmethod
     def from_json(cls, record: dict, where: str = "frontend") -> Frontend:
