@@ -111,19 +111,6 @@ CONFIGS = {
     # ... on the PCEN frontend
     "wide+augment+5sf+synth-pretrain+pcen": ({**WIDE, "augment": AUGMENT_PCEN, "pretrain_epochs": 10,
                                              "frontend": "pcen"}, (*SF5, "synth"), {}),
-    # ... with global average pooling instead of Flatten (a classifier that cannot key on where in time or pitch a
-    # pattern sits)
-    "wide+augment+5sf+synth-pretrain+gap": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10, "global_pool": True},
-                                            (*SF5, "synth"), {}),
-    # ... with the variation banks of three of the SoundFonts as 89 more instruments (mostly guitars and strings)
-    "wide+augment+5sf+var+synth-pretrain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10},
-                                            (*SF5, *VARIATIONS, "synth"), {}),
-    # ... with the best epoch chosen (and early stopping) on the novel valid notes only
-    "wide+augment+5sf+synth-pretrain+novelsel": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10,
-                                                 "select_on": "novel"}, (*SF5, "synth"), {}),
-    # ... fine-tuned by a fresh Adam at a tenth of the learning rate (adjust, not overwrite, the pretrained features)
-    "wide+augment+5sf+synth-pretrain+ftlr": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10,
-                                             "finetune_learning_rate": 1e-4}, (*SF5, "synth"), {}),
     # ... with a random spectral tilt of the log-mels (the real training notes are all velocity 100; most test notes
     # of the other copies are not)
     "wide+augment+5sf+synth-pretrain+tilt": ({**WIDE, "augment": (*AUGMENT, "tilt"), "pretrain_epochs": 10},

@@ -57,14 +57,17 @@ def main(argv=None) -> dict:
     if args.per_seed and not all(seeds):
         p.error("--per-seed needs every run folder named ...-seedN: " + ", ".join(n for n, s in zip(names, seeds)
                                                                                    if not s))
-    by_seed = {int(s.group(1)): [i for i, t in enumerate(seeds) if int(t.group(1)) == int(s.group(1))]
-               for s in seeds} if args.per_seed else {}
+    by_seed: dict[int, list[int]] = {}  # seed -> the members of that seed
+    for i, match in enumerate(seeds if args.per_seed else []):
+        by_seed.setdefault(int(match.group(1)), []).append(i)
     result = {"members": names, "splits": {}}
     for split in ("valid", "test"):
         y, _, all_probs, notes = predict_split_with(members, spec, split)  # the split decoded once for all
         audit = audit_split(spec, split)
         member_scores = [scores(spec, split, y, probs, notes, audit) for probs in all_probs]
         together = scores(spec, split, y, np.mean(all_probs, axis=0), notes, audit)
+        per_seed = {seed: scores(spec, split, y, np.mean([all_probs[i] for i in index], axis=0), notes, audit)
+                    for seed, index in by_seed.items()}
         rows = {}
         for part in PARTS:
             values = [s[part] for s in member_scores if s.get(part) is not None]
@@ -74,8 +77,7 @@ def main(argv=None) -> dict:
                           "members_std": statistics.pstdev(values), "ensemble": together[part]}
             line = ""
             if by_seed:
-                per = {seed: scores(spec, split, y, np.mean([all_probs[i] for i in index], axis=0), notes,
-                                    audit)[part] for seed, index in by_seed.items()}
+                per = {seed: seed_scores[part] for seed, seed_scores in per_seed.items()}
                 rows[part]["per_seed"] = {"ensembles": per, "mean": statistics.mean(per.values()),
                                           "std": statistics.pstdev(per.values())}
                 line = (f"  per seed {rows[part]['per_seed']['mean']:.3f} +-{rows[part]['per_seed']['std']:.3f} "

@@ -30,7 +30,6 @@ NORMALISATIONS = {
     "pcen": "PCEN of the mel magnitudes re the note's loudest bin (time constant 0.4 s, alpha 0.98, delta 2, r 0.5, "
             "eps 10^(-top_db/20)), doubled, clipped to [0, 2], minus 1; silence -> -1",
 }
-NORMALISATION = NORMALISATIONS["log"]
 PCEN_TIME_S, PCEN_ALPHA, PCEN_DELTA, PCEN_R = 0.4, 0.98, 2.0, 0.5
 
 
@@ -65,18 +64,18 @@ class Frontend:
         """A recorded frontend; one this code cannot compute (another normalisation or sample rate, unknown keys)
         is refused, naming what differs."""
         record = dict(record)
-        compression = record.get("compression", "log")
-        if compression not in NORMALISATIONS:
-            raise ValueError(f"{where}: compression {compression!r} is not one this code computes "
-                             f"({', '.join(NORMALISATIONS)})")
-        normalisation = record.pop("normalisation", NORMALISATIONS[compression])
-        if normalisation != NORMALISATIONS[compression]:
-            raise ValueError(f"{where}: normalisation {normalisation!r} is not the one this code computes "
-                             f"({NORMALISATIONS[compression]!r})")
+        normalisation = record.pop("normalisation", None)
         unknown = sorted(set(record) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"{where}: unknown settings {', '.join(unknown)}")
-        frontend = cls(**record)
+        try:
+            frontend = cls(**record)  # refuses a compression this code cannot compute
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        expected = NORMALISATIONS[frontend.compression]
+        if normalisation not in (None, expected):
+            raise ValueError(f"{where}: normalisation {normalisation!r} is not the one this code computes "
+                             f"({expected!r})")
         if frontend.sample_rate != SAMPLE_RATE or frontend.clip_seconds != CLIP_SECONDS:
             raise ValueError(f"{where}: {frontend.clip_seconds} s at {frontend.sample_rate} Hz; this code reads "
                              f"notes as {CLIP_SECONDS} s at {SAMPLE_RATE} Hz")
@@ -138,6 +137,13 @@ def pcen(mel: tf.Tensor, frontend: Frontend = DEFAULT_FRONTEND) -> tf.Tensor:
     eps = 10.0 ** (-frontend.top_db / 20)
     out = (mel / tf.pow(eps + smooth, PCEN_ALPHA) + PCEN_DELTA) ** PCEN_R - PCEN_DELTA**PCEN_R
     return tf.clip_by_value(2.0 * out, 0.0, 2.0)
+
+
+def mel_band_hz(frontend: Frontend = DEFAULT_FRONTEND) -> np.ndarray:
+    """Centre frequency of each mel band (HTK mel scale, as tfio.audio.melscale builds it)."""
+    f = frontend
+    mel = np.linspace(2595 * np.log10(1 + f.f_min / 700), 2595 * np.log10(1 + f.f_max / 700), f.n_mels + 2)[1:-1]
+    return 700 * (10 ** (mel / 2595) - 1)
 
 
 @keras.saving.register_keras_serializable(package="nsynth_keras")
@@ -205,11 +211,8 @@ def mel_roll(x: tf.Tensor, y: tf.Tensor, max_bands: int = 2):
 
 
 def _mel_octaves(frontend: Frontend = DEFAULT_FRONTEND) -> tf.Tensor:
-    """Each mel band's centre as octaves re 1 kHz (HTK mel scale, bands evenly spaced in mel)."""
-    mel = tf.linspace(*(2595.0 * tf.math.log(1.0 + f / 700.0) / tf.math.log(10.0)
-                        for f in (frontend.f_min, frontend.f_max)), frontend.n_mels + 2)[1:-1]
-    hz = 700.0 * (tf.pow(10.0, mel / 2595.0) - 1.0)
-    return tf.math.log(tf.maximum(hz, 20.0) / 1000.0) / tf.math.log(2.0)
+    """Each mel band's centre as octaves re 1 kHz."""
+    return tf.constant(np.log2(np.maximum(mel_band_hz(frontend), 20.0) / 1000.0), tf.float32)
 
 
 @augmentation("tilt")

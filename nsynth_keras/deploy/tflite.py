@@ -39,7 +39,7 @@ from nsynth_keras.core.files import atomic_path, first_line, write_bytes, write_
 from nsynth_keras.data.datasets import DataSpec
 from nsynth_keras.data.features import DEFAULT_FRONTEND, Frontend, LogMel
 from nsynth_keras.data.pipeline import split_features
-from nsynth_keras.models.runs import RunError, RunFolder, find_model, load_keras, run_frontend
+from nsynth_keras.models.runs import RunError, RunFolder, find_model, load_keras, run_frontend, takes_waveform
 
 REPRESENTATIVE_NOTES = 200
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp: the same model gives the same bytes
@@ -62,10 +62,6 @@ def waveform_model(model: keras.Model, frontend: Frontend = DEFAULT_FRONTEND) ->
         return keras.Model(audio, model(audio), name="waveform_classifier")
     frontend_layer = LogMel(frontend.to_json(), name="log_mel_frontend")
     return keras.Model(audio, model(frontend_layer(audio)), name="waveform_classifier")
-
-
-def takes_waveform(model: keras.Model) -> bool:
-    return tuple(model.input_shape[1:]) == (NUM_SAMPLES,)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,15 @@ import keras
 from nsynth_keras.core.config import FAMILIES, NUM_SAMPLES
 from nsynth_keras.core.files import atomic_path, read_json, write_json, write_labels
 from nsynth_keras.data.features import Frontend, LogMel
-from nsynth_keras.models.runs import RunError, RunFolder, find_model, load_keras, package_versions, run_frontend
+from nsynth_keras.models.runs import (
+    RunError,
+    RunFolder,
+    find_model,
+    load_keras,
+    package_versions,
+    run_frontend,
+    takes_waveform,
+)
 
 
 def average_models(members: Sequence[keras.Model], frontends: Sequence[Frontend] | None = None,
@@ -53,7 +61,7 @@ def write_ensemble(runs: Sequence[str], dest: str, log=print) -> str:
         record = read_json(config) if os.path.isfile(config) else {}
         members.append({"run": os.path.abspath(run), "frontend": frontend.to_json(), "settings": record.get("settings"),
                         "data": record.get("data"), "scores": record.get("scores")})
-    waveform = model.input_shape[1:] == (NUM_SAMPLES,)
+    waveform = takes_waveform(model)
     with atomic_path(dest, folder=True) as tmp:
         os.makedirs(tmp)
         folder = RunFolder(tmp)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import keras
 
+from nsynth_keras.core.config import NUM_SAMPLES
 from nsynth_keras.core.errors import DivergedError, RunError  # noqa: F401  (re-exported)
 from nsynth_keras.core.files import REPO_DIR, atomic_path, first_line, remove_stale_temporaries
 from nsynth_keras.data.audio import AUDIO_EXTENSIONS
@@ -165,6 +166,11 @@ def save_weights(model: keras.Model, path: str) -> None:
     with atomic_path(path) as tmp:
         model.save_weights(tmp + ".weights.h5")  # Keras wants the suffix
         os.replace(tmp + ".weights.h5", tmp)
+
+
+def takes_waveform(model: keras.Model) -> bool:
+    """A model whose input is 16 kHz audio [batch, 64000] (its frontend inside), not features."""
+    return tuple(model.input_shape[1:]) == (NUM_SAMPLES,)
 
 
 def load_keras(path: str) -> keras.Model:

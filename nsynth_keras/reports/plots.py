@@ -17,10 +17,10 @@ if "ipykernel" not in sys.modules:  # commands and tests draw off-screen; a note
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nsynth_keras.core.config import F_MAX, F_MIN, FAMILIES, HOP_LENGTH, N_MELS, SAMPLE_RATE, TOP_DB  # noqa: E402
+from nsynth_keras.core.config import FAMILIES, HOP_LENGTH, N_MELS, SAMPLE_RATE, TOP_DB  # noqa: E402
 from nsynth_keras.core.files import atomic_path  # noqa: E402
 from nsynth_keras.data.datasets import DataSpec  # noqa: E402
-from nsynth_keras.data.features import DEFAULT_FRONTEND, Frontend  # noqa: E402
+from nsynth_keras.data.features import DEFAULT_FRONTEND, Frontend, mel_band_hz  # noqa: E402
 from nsynth_keras.data.pipeline import eval_dataset, load_split  # noqa: E402
 from nsynth_keras.models.runs import RunError, find_model, load_keras, run_frontend  # noqa: E402
 
@@ -105,12 +105,6 @@ def one_note_per_family(spec: DataSpec, split: str = "train", frontend: Frontend
                 chosen[int(family)] = {"note": batch["note"][i].numpy().decode(), "family": FAMILIES[family],
                                        "audio": batch["audio"][i].numpy(), "mel": batch["mel"][i].numpy()[..., 0]}
     return [chosen[f] for f in sorted(chosen)]
-
-
-def mel_band_hz() -> np.ndarray:
-    """Centre frequency of each mel band (HTK mel scale, as tfio.audio.melscale builds it)."""
-    mel = np.linspace(2595 * np.log10(1 + F_MIN / 700), 2595 * np.log10(1 + F_MAX / 700), N_MELS + 2)[1:-1]
-    return 700 * (10 ** (mel / 2595) - 1)
 
 
 def show_mel(ax, mel: np.ndarray, ticks: bool = True):
