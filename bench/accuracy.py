@@ -92,6 +92,12 @@ CONFIGS = {
     # ... with the variation banks as 89 more instruments in pretraining
     "baseline+5sf+var+synth-pretrain+pcen": ({"pretrain_epochs": 10, "frontend": "pcen"},
                                              (*SF5, *VARIATIONS, "synth"), {}),
+    # ... with the augmentations that suit PCEN (SpecAugment, shifts, mel roll, mixup)
+    "baseline+augment+5sf+synth-pretrain+pcen": ({"pretrain_epochs": 10, "frontend": "pcen", "augment": AUGMENT_PCEN},
+                                                 (*SF5, "synth"), {}),
+    # ... with the recording chain on half the notes of both stages
+    "baseline+5sf+synth-pretrain+pcen+chain": ({"pretrain_epochs": 10, "frontend": "pcen", "recording_chain": 0.5},
+                                               (*SF5, "synth"), {}),
     # The recording chain (EQ, filters, room, noise) on half the training notes, drawn anew each epoch.
     "baseline+chain": ({"recording_chain": 0.5}, (), {}),
     "baseline+timgm6mb+chain": ({"recording_chain": 0.5}, ("timgm6mb",), {}),
