@@ -62,6 +62,8 @@ def test_members_of_different_frontends_are_joined_at_the_waveform_and_export_as
     _, _, (together, *members), _ = predict_split_with([ensemble, *map(load_classifier, runs)],
                                                        DataSpec(data_dir=tiny_nsynth), "test")
     np.testing.assert_allclose(together, np.mean(members, axis=0), atol=1e-5)
+    report, _ = evaluate(folder, DataSpec(data_dir=tiny_nsynth), "test", out=str(tmp_path / "eval"), audit=False)
+    assert report["frontend"]["source"].startswith("none applied") and "compression" not in report["frontend"]
     with pytest.raises(RunError, match="exports only as the waveform variant, not fp32"):
         export_run(folder, variants=("fp32",), log=lambda *a: None)
     written = export_run(folder, log=lambda *a: None)

@@ -206,7 +206,9 @@ def evaluate(model: str, spec: DataSpec, split: str, out: str | None = None,
     if audit and split != "train" and has_train_split(spec):
         r.update(generalisation(spec, split, y, probs, notes))
     r.update({"split": split, "model": os.path.abspath(clf.path), "model_kind": clf.kind,
-              "frontend": {**clf.frontend.to_json(), "source": clf.frontend_source},
+              # A waveform model (the export, an ensemble of frontends) computes its own features: none is applied.
+              "frontend": ({"source": "none applied: the model takes 16 kHz audio and computes its own features"}
+                           if clf.takes_waveform else {**clf.frontend.to_json(), "source": clf.frontend_source}),
               "data": spec.to_json(), "seconds": round(time.time() - t, 1)})
     folder = RunFolder(out or (model if is_run_folder(model) else os.path.dirname(os.path.abspath(clf.path))))
     stem = output_stem(model)
