@@ -98,6 +98,9 @@ CONFIGS = {
     # ... with the recording chain on half the notes of both stages
     "baseline+5sf+synth-pretrain+pcen+chain": ({"pretrain_epochs": 10, "frontend": "pcen", "recording_chain": 0.5},
                                                (*SF5, "synth"), {}),
+    # ... with the recording chain on every note of both stages
+    "baseline+5sf+synth-pretrain+pcen+chain1": ({"pretrain_epochs": 10, "frontend": "pcen", "recording_chain": 1.0},
+                                                (*SF5, "synth"), {}),
     # The recording chain (EQ, filters, room, noise) on half the training notes, drawn anew each epoch.
     "baseline+chain": ({"recording_chain": 0.5}, (), {}),
     "baseline+timgm6mb+chain": ({"recording_chain": 0.5}, ("timgm6mb",), {}),
@@ -117,6 +120,9 @@ CONFIGS = {
     # ... on the PCEN frontend
     "wide+augment+5sf+synth-pretrain+pcen": ({**WIDE, "augment": AUGMENT_PCEN, "pretrain_epochs": 10,
                                              "frontend": "pcen"}, (*SF5, "synth"), {}),
+    # ... and the recording chain on half the notes (the PCEN member of the chosen ensemble, with the chain)
+    "wide+augment+5sf+synth-pretrain+pcen+chain": ({**WIDE, "augment": AUGMENT_PCEN, "pretrain_epochs": 10,
+                                                   "frontend": "pcen", "recording_chain": 0.5}, (*SF5, "synth"), {}),
     # ... with a random spectral tilt of the log-mels (the real training notes are all velocity 100; most test notes
     # of the other copies are not)
     "wide+augment+5sf+synth-pretrain+tilt": ({**WIDE, "augment": (*AUGMENT, "tilt"), "pretrain_epochs": 10},
