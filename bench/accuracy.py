@@ -98,6 +98,10 @@ CONFIGS = {
     # ... with the recording chain on half the notes of both stages
     "baseline+5sf+synth-pretrain+pcen+chain": ({"pretrain_epochs": 10, "frontend": "pcen", "recording_chain": 0.5},
                                                (*SF5, "synth"), {}),
+    # ... and half the notes moved later by up to 0.5 s (waveform, before PCEN; the steady-state start of its
+    # smoother makes a note at frame 0 look unlike the same note delayed)
+    "baseline+5sf+synth-pretrain+pcen+chain+onset": ({"pretrain_epochs": 10, "frontend": "pcen", "recording_chain": 0.5,
+                                                     "onset_delay": 0.5}, (*SF5, "synth"), {}),
     # ... with the recording chain on a quarter of the notes of both stages
     "baseline+5sf+synth-pretrain+pcen+chain.25": ({"pretrain_epochs": 10, "frontend": "pcen", "recording_chain": 0.25},
                                                   (*SF5, "synth"), {}),
@@ -274,7 +278,9 @@ def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict 
                 f"{settings['early_stopping']})"
                 + (f", augmentations {', '.join(settings['augment'])}" if settings["augment"] else "")
                 + (f", the recording chain on {settings['recording_chain']:.0%} of the training notes each epoch"
-                   if settings.get("recording_chain") else ""))
+                   if settings.get("recording_chain") else "")
+                + (f", half the training notes moved later by up to {settings['onset_delay']:g} s each epoch"
+                   if settings.get("onset_delay") else ""))
     folders = {os.path.basename(k).removesuffix(" (pretraining)"): n
                for k, n in config["train_notes_by_folder"].items()}
     real = os.path.basename(os.path.normpath(config["data"]["data_dir"]))

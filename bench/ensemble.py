@@ -26,17 +26,7 @@ from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
 from nsynth_keras.core.files import set_json_entry  # noqa: E402
 from nsynth_keras.data.twins import audit_split  # noqa: E402
 from nsynth_keras.deploy.inference import load_classifier  # noqa: E402
-from nsynth_keras.reports.evaluation import generalisation, predict_split_with, report  # noqa: E402
-
-PARTS = ("all", "novel", "other_copies")
-
-
-def scores(spec, split: str, y: np.ndarray, probs: np.ndarray, notes: list[str], audit) -> dict[str, float | None]:
-    """Accuracy on the whole split, its novel notes and its notes of other copies."""
-    r = {"all": report(y, probs)["accuracy"]}
-    g = generalisation(spec, split, y, probs, notes, audit)
-    r.update({part: g[part].get("accuracy") for part in PARTS[1:] if part in g})
-    return r
+from nsynth_keras.reports.evaluation import SCORED_PARTS, predict_split_with, split_scores  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -64,12 +54,12 @@ def main(argv=None) -> dict:
     for split in ("valid", "test"):
         y, _, all_probs, notes = predict_split_with(members, spec, split)  # the split decoded once for all
         audit = audit_split(spec, split)
-        member_scores = [scores(spec, split, y, probs, notes, audit) for probs in all_probs]
-        together = scores(spec, split, y, np.mean(all_probs, axis=0), notes, audit)
-        per_seed = {seed: scores(spec, split, y, np.mean([all_probs[i] for i in index], axis=0), notes, audit)
+        member_scores = [split_scores(spec, split, y, probs, notes, audit) for probs in all_probs]
+        together = split_scores(spec, split, y, np.mean(all_probs, axis=0), notes, audit)
+        per_seed = {seed: split_scores(spec, split, y, np.mean([all_probs[i] for i in index], axis=0), notes, audit)
                     for seed, index in by_seed.items()}
         rows = {}
-        for part in PARTS:
+        for part in SCORED_PARTS:
             values = [s[part] for s in member_scores if s.get(part) is not None]
             if not values:
                 continue

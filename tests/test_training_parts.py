@@ -112,6 +112,26 @@ def test_the_recording_chain_colours_a_note_and_each_epoch_draws_anew(tiny_nsynt
     assert first.shape == (6, 64, 64, 1) and not np.allclose(np.sort(first.ravel()), np.sort(second.ravel()))
 
 
+def test_an_onset_delay_moves_the_note_later_on_about_half_the_notes():
+    from nsynth_keras.core.config import NUM_SAMPLES, SAMPLE_RATE
+    from nsynth_keras.data.features import ONSET_DELAY_SHARE, delay_onset, make_wave_augment
+
+    t = np.arange(NUM_SAMPLES) / SAMPLE_RATE
+    note = tf.constant((0.5 * np.cos(2 * np.pi * 440 * t) * np.exp(-3 * t)).astype(np.float32))
+    tf.random.set_seed(5)
+    delays = []
+    for _ in range(20):
+        out = delay_onset(note, 0.25).numpy()
+        k = int(np.argmax(out != 0))  # the note starts at full amplitude: its first sample is not 0
+        assert out.shape == note.shape and np.all(out[:k] == 0)
+        np.testing.assert_array_equal(out[k:], note.numpy()[: NUM_SAMPLES - k])
+        delays.append(k)
+    assert max(delays) <= 0.25 * SAMPLE_RATE and len(set(delays)) > 10  # a new draw each time
+    augment = make_wave_augment(0.0, onset_delay=0.25)
+    moved = [augment({"audio": note})["audio"].numpy()[0] == 0 for _ in range(200)]
+    assert abs(np.mean(moved) - ONSET_DELAY_SHARE) < 0.12
+
+
 def test_checking_a_config_runs_no_tensorflow_op():
     """A multi-worker strategy must configure TF's collectives before any op: validate() builds nothing."""
     code = ("from nsynth_keras.learn.training import TrainConfig\n"

@@ -307,11 +307,28 @@ def recording_chain(wave: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(out, wave.shape)
 
 
-def make_wave_augment(probability: float) -> Callable[[dict], dict]:
-    """A note-element function (Dataset.map, training notes only): the recording chain with this probability."""
+ONSET_DELAY_SHARE = 0.5  # of the training notes; the rest keep the onset at frame 0, as every NSynth note has it
+
+
+def delay_onset(wave: tf.Tensor, max_seconds: float) -> tf.Tensor:
+    """One note [64000] moved later by a random 0..max_seconds: silence in front, its end cut, as a recording that
+    does not start at the note's onset."""
+    n = tf.shape(wave)[0]
+    k = tf.random.uniform([], 0, int(max_seconds * SAMPLE_RATE) + 1, dtype=tf.int32)
+    return tf.ensure_shape(tf.concat([tf.zeros([k], wave.dtype), wave[: n - k]], 0), wave.shape)
+
+
+def make_wave_augment(probability: float, onset_delay: float = 0.0) -> Callable[[dict], dict]:
+    """A note-element function (Dataset.map, training notes only): a random onset delay of up to ``onset_delay``
+    seconds on ONSET_DELAY_SHARE of the notes, then the recording chain with this probability (so the chain's
+    noise and room fill the delay, as in a recording)."""
     def augment(note: dict) -> dict:
         wave = note["audio"]
-        chained = tf.cond(tf.random.uniform([]) < probability, lambda: recording_chain(wave), lambda: wave)
-        return {**note, "audio": chained}
+        if onset_delay:
+            wave = tf.cond(tf.random.uniform([]) < ONSET_DELAY_SHARE, lambda: delay_onset(wave, onset_delay),
+                           lambda: wave)
+        if probability:
+            wave = tf.cond(tf.random.uniform([]) < probability, lambda: recording_chain(wave), lambda: wave)
+        return {**note, "audio": wave}
 
     return augment

@@ -108,6 +108,11 @@ class TrainConfig:
                                           "frontend, drawn anew each epoch; training log-mels are then recomputed "
                                           "every epoch instead of cached (0: off)", metavar="P", group=TRAINING,
                                      at_least=0, at_most=1)
+    onset_delay: float = setting(0.0, "longest silence put before half the training notes, drawn anew each epoch "
+                                      "(seconds, before the frontend: a recording seldom starts exactly at the "
+                                      "note's onset, as every NSynth note does); training features are then "
+                                      "recomputed every epoch (0: off)", metavar="S", group=TRAINING, at_least=0,
+                                 at_most=2)
     label_smoothing: float = setting(0.0, "label smoothing for the cross-entropy", group=TRAINING, at_least=0,
                                      below=1)
     class_weight: bool = setting(False, "weight the loss by inverse family frequency (balanced)", group=TRAINING)
@@ -417,7 +422,8 @@ def build_data(config: TrainConfig, spec: DataSpec, global_batch: int,
     if config.pretrain_epochs:
         part = "all" if config.finetune_extra else "real"
         train_spec = dataclasses.replace(spec, extra_ratio=config.finetune_extra or None, extra_balance=False)
-    chain = make_wave_augment(config.recording_chain) if config.recording_chain else None
+    chain = make_wave_augment(config.recording_chain, config.onset_delay) \
+        if config.recording_chain or config.onset_delay else None
     frontend = Frontend(compression=config.frontend)
     (train_ds, train_scoring), train_data = split_feature_batches(
         train_spec, "train", global_batch, training=True, seed=config.seed, cache_dir=cache_dir, shard=shard,

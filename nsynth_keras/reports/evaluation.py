@@ -9,7 +9,7 @@ import time
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
-from nsynth_keras.core.config import FAMILIES, NUM_CLASSES, SOURCES
+from nsynth_keras.core.config import FAMILIES, NUM_CLASSES, SAMPLE_RATE, SOURCES
 from nsynth_keras.core.files import check_output_dir, write_json
 from nsynth_keras.data.datasets import DataSpec
 from nsynth_keras.data.features import log_mel
@@ -29,20 +29,30 @@ def predict_split(clf: Classifier, spec: DataSpec, split: str, batch_size: int =
     return y, sources, probs, notes
 
 
-def predict_split_with(clfs: list[Classifier], spec: DataSpec, split: str, batch_size: int = 64):
+def delayed(audio: np.ndarray, seconds: float) -> np.ndarray:
+    """Notes [batch, samples] moved later by ``seconds``: silence in front, their ends cut."""
+    k = min(round(seconds * SAMPLE_RATE), audio.shape[-1])
+    return np.concatenate([np.zeros_like(audio[..., :k]), audio[..., : audio.shape[-1] - k]], axis=-1)
+
+
+def predict_split_with(clfs: list[Classifier], spec: DataSpec, split: str, batch_size: int = 64,
+                       onset_delay: float = 0.0):
     """predict_split for several models (an ensemble's members), decoding the split once, each model fed its own
     input (its frontend's features, or the audio): (true families, instrument sources, [probabilities of each
-    model], note names)."""
+    model], note names). ``onset_delay``: every note moved that many seconds later first (a recording that does
+    not start at the note's onset)."""
     ys, srcs, notes = [], [], []
     probs: list[list[np.ndarray]] = [[] for _ in clfs]
     for batch in eval_dataset(spec, split, batch_size, clfs[0].frontend):
-        inputs = {clfs[0].frontend: batch["mel"].numpy()}  # features by frontend, each computed once a batch
+        audio = delayed(batch["audio"].numpy(), onset_delay) if onset_delay else batch["audio"].numpy()
+        # features by frontend, each computed once a batch
+        inputs = {} if onset_delay else {clfs[0].frontend: batch["mel"].numpy()}
         for out, clf in zip(probs, clfs):
             if clf.takes_waveform:
-                x = batch["audio"].numpy()
+                x = audio
             else:
                 if clf.frontend not in inputs:
-                    inputs[clf.frontend] = log_mel(batch["audio"], clf.frontend).numpy()
+                    inputs[clf.frontend] = log_mel(audio, clf.frontend).numpy()
                 x = inputs[clf.frontend]
             out.append(clf.predict(x))
         ys.append(batch["family"].numpy())
@@ -143,6 +153,18 @@ def generalisation(spec: DataSpec, split: str, y: np.ndarray, probs: np.ndarray,
         other = np.array([not copies.get((split, n), train_copies) & train_copies for n in notes])
         out["other_copies"] = {"training_copies": sorted(train_copies), **subset_report(y, probs, other)}
     return out
+
+
+SCORED_PARTS = ("all", "novel", "other_copies")
+
+
+def split_scores(spec: DataSpec, split: str, y: np.ndarray, probs: np.ndarray, notes: list[str],
+                 audit: SplitAudit | None = None) -> dict[str, float | None]:
+    """Accuracy on the whole split, its novel notes and (where known) its notes of other copies."""
+    r = {"all": report(y, probs)["accuracy"]}
+    g = generalisation(spec, split, y, probs, notes, audit)
+    r.update({part: g[part].get("accuracy") for part in SCORED_PARTS[1:] if part in g})
+    return r
 
 
 def format_report(r: dict, title: str = "") -> str:
