@@ -29,6 +29,18 @@ from nsynth_keras.deploy.inference import load_classifier  # noqa: E402
 from nsynth_keras.reports.evaluation import SCORED_PARTS, predict_split_with, split_scores  # noqa: E402
 
 
+def seed_groups(parser: argparse.ArgumentParser, names: list[str]) -> dict[int, list[int]]:
+    """seed -> the indices of the run folders (named ...-seedN) of that seed; a usage error if one is not."""
+    seeds = [re.search(r"-seed(\d+)", name) for name in names]
+    if not all(seeds):
+        parser.error("--per-seed needs every run folder named ...-seedN: "
+                     + ", ".join(n for n, s in zip(names, seeds) if not s))
+    by_seed: dict[int, list[int]] = {}
+    for i, match in enumerate(seeds):
+        by_seed.setdefault(int(match.group(1)), []).append(i)
+    return by_seed
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders (the members)")
@@ -43,13 +55,7 @@ def main(argv=None) -> dict:
     spec = spec_from_args(args)
     members = [load_classifier(run) for run in args.runs]
     names = [os.path.basename(os.path.normpath(r)) for r in args.runs]
-    seeds = [re.search(r"-seed(\d+)", name) for name in names]
-    if args.per_seed and not all(seeds):
-        p.error("--per-seed needs every run folder named ...-seedN: " + ", ".join(n for n, s in zip(names, seeds)
-                                                                                   if not s))
-    by_seed: dict[int, list[int]] = {}  # seed -> the members of that seed
-    for i, match in enumerate(seeds if args.per_seed else []):
-        by_seed.setdefault(int(match.group(1)), []).append(i)
+    by_seed = seed_groups(p, names) if args.per_seed else {}
     result = {"members": names, "splits": {}}
     for split in ("valid", "test"):
         y, _, all_probs, notes = predict_split_with(members, spec, split)  # the split decoded once for all

@@ -176,6 +176,32 @@ def test_ensemble_bench_scores_members_and_their_average(trained_run, data_dir, 
 
 
 @pytest.mark.slow
+def test_onset_bench_scores_runs_with_every_note_delayed(trained_run, data_dir, tmp_path):
+    import onset
+
+    from nsynth_keras.data.datasets import DataSpec
+    from nsynth_keras.deploy.inference import load_classifier
+    from nsynth_keras.reports.evaluation import predict_split, report
+
+    out = tmp_path / "onset.json"
+    result = onset.main([trained_run, "--delays", "0", "0.25", "--name", "one", "--data-dir", data_dir,
+                         "--json", str(out)])
+    y, _, probs, _ = predict_split(load_classifier(trained_run), DataSpec(data_dir=data_dir), "test")
+    rows = result["splits"]["test"]
+    assert rows["0"]["all"]["runs"] == [report(y, probs)["accuracy"]]
+    assert {"all", "novel", "other_copies"} <= set(rows["0.25"]) and rows["0.25"]["all"]["std"] == 0
+    assert json.load(open(out))["one"]["runs"] == [os.path.basename(trained_run)]
+    runs = []
+    for name in ("a-seed0", "b-seed0", "a-seed1"):
+        os.symlink(trained_run, tmp_path / name)
+        runs.append(str(tmp_path / name))
+    result = onset.main([*runs, "--per-seed", "--delays", "0", "--data-dir", data_dir, "--json", str(out)])
+    assert result["splits"]["test"]["0"]["all"]["runs"] == [report(y, probs)["accuracy"]] * 2  # one a seed
+    with pytest.raises(SystemExit):
+        onset.main([trained_run, "--delays", "4", "--data-dir", data_dir, "--json", str(out)])
+
+
+@pytest.mark.slow
 def test_predict_memory_bench_streams_long_recordings(tmp_path):
     import predict_memory
 

@@ -18,7 +18,7 @@ from nsynth_keras.deploy.tflite import export_run
 from nsynth_keras.ensemble import main
 from nsynth_keras.models.cnn import build_baseline
 from nsynth_keras.models.runs import RunError, RunFolder
-from nsynth_keras.reports.evaluation import evaluate, predict_split_with
+from nsynth_keras.reports.evaluation import delayed, evaluate, predict_split_with
 
 
 def make_run(folder, seed: int, frontend: dict = FRONTEND) -> str:
@@ -70,6 +70,21 @@ def test_members_of_different_frontends_are_joined_at_the_waveform_and_export_as
     assert set(written) == {"saved_model", "waveform"}
     rows = check_run(folder, DataSpec(data_dir=tiny_nsynth), "test", mediapipe=False)
     assert [r["model"] for r in rows] == ["model_waveform.tflite"] and rows[0]["agreement"] == 1.0
+
+
+def test_an_onset_delay_feeds_every_model_the_delayed_notes(tmp_path, tiny_nsynth):
+    frontends = [Frontend(), Frontend(compression="pcen")]
+    runs = [load_classifier(make_run(tmp_path / f.compression, i, f.to_json())) for i, f in enumerate(frontends)]
+    spec = DataSpec(data_dir=tiny_nsynth)
+    _, _, probs, notes = predict_split_with(runs, spec, "test", onset_delay=0.1)
+    audio = os.path.join(tiny_nsynth, "nsynth-test", "audio")
+    waves = np.stack([read_wav(os.path.join(audio, n + ".wav")).waveform for n in notes])
+    later = delayed(waves, 0.1)
+    assert np.all(later[:, :1600] == 0) and np.array_equal(later[:, 1600:], waves[:, :-1600])
+    for run, frontend, p in zip(runs, frontends, probs):
+        np.testing.assert_allclose(p, run.predict(log_mel(later, frontend).numpy()), atol=1e-5)
+    _, _, on_time, _ = predict_split_with(runs, spec, "test")
+    assert not np.allclose(probs[1], on_time[1], atol=1e-4)
 
 
 def test_one_run_a_missing_run_and_an_existing_folder_are_refused(tmp_path, capsys):
