@@ -29,9 +29,12 @@ NORMALISATIONS = {
     "log": "dB re the note's loudest bin, floored at -top_db, scaled to [-1, 1]; silence -> -1",
     "pcen": "PCEN of the mel magnitudes re the note's loudest bin (time constant 0.4 s, alpha 0.98, delta 2, r 0.5, "
             "eps 10^(-top_db/20)), doubled, clipped to [0, 2], minus 1; silence -> -1",
+    "pcen-onset": "PCEN as pcen, its smoother started from silence instead of the first frame, so a note's onset "
+                  "is marked wherever it falls; silence -> -1",
 }
 # librosa's defaults; a 1.5 s or 0.1 s time constant and alpha 0.8 scored no better on valid novel (README)
 PCEN_TIME_S, PCEN_ALPHA, PCEN_DELTA, PCEN_R = 0.4, 0.98, 2.0, 0.5
+PCEN_COMPRESSIONS = ("pcen", "pcen-onset")
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,8 @@ class Frontend:
     f_max: float = F_MAX
     top_db: float = TOP_DB
     # log: the homework's log-mel; pcen: per-channel energy normalisation of the same mels (an automatic gain per
-    # mel band that follows its recent level, so a fixed EQ or room colour matters less)
+    # mel band that follows its recent level, so a fixed EQ or room colour matters less); pcen-onset: the same, with
+    # the same features for a note and the note delayed (pcen's steady-state start hides an onset at frame 0 only)
     compression: str = "log"
 
     def __post_init__(self):
@@ -99,7 +103,7 @@ def _note_peak(power: tf.Tensor) -> tf.Tensor:
 
 def log_mel(waveform: tf.Tensor, frontend: Frontend = DEFAULT_FRONTEND) -> tf.Tensor:
     """Waveform [..., 64000] -> the frontend's features [..., 64 frames, 64 mels, 1] in [-1, 1]: the log-mel
-    (or, with compression "pcen", the PCEN mel) of one note or a batch.
+    (or, with compression "pcen" or "pcen-onset", the PCEN mel) of one note or a batch.
 
     Per-note normalisation: dB relative to the note's own loudest mel bin (so the
     velocity and recording level do not matter), floored at -top_db, then scaled to
@@ -108,7 +112,7 @@ def log_mel(waveform: tf.Tensor, frontend: Frontend = DEFAULT_FRONTEND) -> tf.Te
     f = frontend
     spec = tfio.audio.spectrogram(waveform, nfft=f.n_fft, window=f.n_fft, stride=f.hop_length)
     mel = tfio.audio.melscale(spec, rate=f.sample_rate, mels=f.n_mels, fmin=f.f_min, fmax=f.f_max)
-    if f.compression == "pcen":
+    if f.compression in PCEN_COMPRESSIONS:
         features = pcen(mel / tf.maximum(_note_peak(mel), SILENCE), f) - 1.0
     else:
         # ref is per note, so each note's maximum is 0 dB and the top_db floor is per note too.
@@ -121,12 +125,14 @@ def log_mel(waveform: tf.Tensor, frontend: Frontend = DEFAULT_FRONTEND) -> tf.Te
 
 def pcen_smoother(frames: int, frontend: Frontend = DEFAULT_FRONTEND) -> tf.Tensor:
     """PCEN's first-order smoother over time as a [frames, frames] matrix (frame t <- frames 0..t), started as if
-    the first frame had always sounded (librosa's steady-state start); a matrix keeps it one op in TFLite."""
+    the first frame had always sounded (librosa's steady-state start) or, for pcen-onset, from silence; a matrix
+    keeps it one op in TFLite."""
     t_frames = PCEN_TIME_S * frontend.sample_rate / frontend.hop_length
     b = (math.sqrt(1 + 4 * t_frames**2) - 1) / (2 * t_frames**2)  # librosa.pcen's b for this time constant
     t = np.arange(frames)
     weights = np.where(t[:, None] >= t[None, :], b * (1 - b) ** np.maximum(t[:, None] - t[None, :], 0), 0.0)
-    weights[:, 0] += (1 - b) ** (t + 1)
+    if frontend.compression != "pcen-onset":
+        weights[:, 0] += (1 - b) ** (t + 1)
     return tf.constant(weights, tf.float32)
 
 
