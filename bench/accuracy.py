@@ -106,6 +106,10 @@ CONFIGS = {
     # enough) and the cheap, cached shift of the features instead
     "baseline+shift+5sf+synth-pretrain+pcen-onset": ({"pretrain_epochs": 10, "frontend": "pcen-onset",
                                                       "augment": ("shift",)}, (*SF5, "synth"), {}),
+    # ... and the chain and the onset delay on the waveforms instead (a delay between frames too)
+    "baseline+5sf+synth-pretrain+pcen-onset+chain+onset": ({"pretrain_epochs": 10, "frontend": "pcen-onset",
+                                                           "recording_chain": 0.5, "onset_delay": 0.5},
+                                                          (*SF5, "synth"), {}),
     # ... with the recording chain on a quarter of the notes of both stages
     "baseline+5sf+synth-pretrain+pcen+chain.25": ({"pretrain_epochs": 10, "frontend": "pcen", "recording_chain": 0.25},
                                                   (*SF5, "synth"), {}),
