@@ -33,6 +33,7 @@ from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
 from nsynth_keras.core.config import FAMILIES, SOURCES  # noqa: E402
 from nsynth_keras.core.files import read_json, write_json  # noqa: E402
 from nsynth_keras.data.datasets import DataSpec  # noqa: E402
+from nsynth_keras.data.features import PCEN_COMPRESSIONS  # noqa: E402
 from nsynth_keras.data.notes import JsonWavLayout
 from nsynth_keras.learn.training import TrainConfig, train  # noqa: E402
 from nsynth_keras.reports.evaluation import evaluate  # noqa: E402
@@ -245,7 +246,8 @@ def run_loso(name: str, args, out: str, json_path: str) -> None:
 PUBLISHED = ("model.keras", "model_waveform.tflite", "labels.txt", "config.json", "history.json")
 
 
-def publish(run: str, name: str, seed: int, spec: DataSpec, summary: dict | None, dest: str) -> None:
+def publish(run: str, name: str, seed: int, spec: DataSpec, summary: dict | None, dest: str,
+            onset: dict | None = None) -> None:
     """Make ``dest`` the shipped model: the run's Keras model and waveform TFLite (with metadata), its config and
     history, the evaluation of valid and test (with the twin audit) and a model card; swapped in whole."""
     from nsynth_keras.core.files import atomic_path
@@ -261,14 +263,16 @@ def publish(run: str, name: str, seed: int, spec: DataSpec, summary: dict | None
             shutil.copy2(os.path.join(run, file), os.path.join(tmp, file))
         write_json(os.path.join(tmp, "evaluation.json"), reports)
         with open(os.path.join(tmp, "MODEL_CARD.md"), "w", encoding="utf-8") as f:
-            f.write(model_card(name, seed, read_json(os.path.join(run, "config.json")), reports, summary))
+            f.write(model_card(name, seed, read_json(os.path.join(run, "config.json")), reports, summary, onset))
     sizes = {file: os.path.getsize(os.path.join(dest, file)) for file in os.listdir(dest)}
     print(f"[accuracy] published {name} seed {seed} to {dest}: {sum(sizes.values()) / 2**20:.2f} MiB "
           + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items()))
 
 
-def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict | None) -> str:
-    """The shipped model's card: what it is, what it was trained on, its scores, what it is not for."""
+def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict | None,
+               onset: dict | None = None) -> str:
+    """The shipped model's card: what it is, what it was trained on, its scores (``onset``: its configuration's
+    entry in bench/onset.py's results), what it is not for."""
     test, valid = reports["test"], reports["valid"]
     fmt = "{mean:.3f} ± {std:.3f}".format
     spread = ""
@@ -299,7 +303,13 @@ def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict 
                   f"{config['notes']['train']:,} notes: " + ", ".join(f"{n:,} from {k}" for k, n in folders.items()))
 
     features = ("PCEN mel features (per-channel energy normalisation of 64 mel bands)"
-                if config.get("frontend", {}).get("compression") == "pcen" else "log-mel spectrograms")
+                if config.get("frontend", {}).get("compression") in PCEN_COMPRESSIONS else "log-mel spectrograms")
+    if onset:
+        valid_novel = {float(d): row["novel"]["mean"] for d, row in onset["splits"]["valid"].items()}
+        seeds = len(next(iter(onset["splits"]["valid"].values()))["novel"]["runs"])
+        spread += ("\n\n**Notes that do not start at the onset.** Every NSynth note starts at its onset; moved later "
+                   f"(silence in front; `bench/onset.py`, {seeds} seeds of the configuration), the novel valid notes "
+                   "score " + ", ".join(f"{v:.3f} at {d * 1000:g} ms" for d, v in sorted(valid_novel.items())) + ".")
     selection = "novel valid notes (no training twin)" if settings.get("select_on") == "novel" else "valid notes"
 
     def row(split: str, r: dict) -> str:
@@ -527,8 +537,10 @@ def main(argv=None) -> int:
                                            "render": {**RENDER, "velocities": list(RENDER["velocities"])},
                                            "synth_sets": json.loads(json.dumps(SYNTH_SETS)), "configs": results})
                     if args.publish:
+                        onset_path = os.path.join(args.results, "onset.json")
+                        onset = read_json(onset_path).get(name) if os.path.isfile(onset_path) else None
                         publish(run_dir, name, seed, spec_from_args(args).real_only(),
-                                results[name]["summary"] if len(runs) > 1 else None, args.publish)
+                                results[name]["summary"] if len(runs) > 1 else None, args.publish, onset)
             except FileNotFoundError as err:
                 print(f"[accuracy] {name}: skipped: {err}", flush=True)
                 continue
