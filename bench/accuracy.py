@@ -140,6 +140,9 @@ CONFIGS = {
     # ... on the PCEN frontend
     "wide+augment+5sf+synth-pretrain+pcen": ({**WIDE, "augment": AUGMENT_PCEN, "pretrain_epochs": 10,
                                              "frontend": "pcen"}, (*SF5, "synth"), {}),
+    # ... on pcen-onset, where the feature shift of the augmentations is a delay of the note (near enough)
+    "wide+augment+5sf+synth-pretrain+pcen-onset": ({**WIDE, "augment": AUGMENT_PCEN, "pretrain_epochs": 10,
+                                                   "frontend": "pcen-onset"}, (*SF5, "synth"), {}),
     # ... and the recording chain on half the notes (the PCEN member of the chosen ensemble, with the chain)
     "wide+augment+5sf+synth-pretrain+pcen+chain": ({**WIDE, "augment": AUGMENT_PCEN, "pretrain_epochs": 10,
                                                    "frontend": "pcen", "recording_chain": 0.5}, (*SF5, "synth"), {}),
