@@ -34,6 +34,7 @@ def test_the_shipped_folder_is_complete_and_small():
     assert sum(sizes.values()) < 5 * 2**20, sizes
     card = open(os.path.join(PRETRAINED, "MODEL_CARD.md"), encoding="utf-8").read()
     assert "--publish saved_models/pretrained" in card and "## Not for" in card
+    assert "Notes that do not start at the onset" in card  # bench/onset.py measured its configuration
 
 
 def test_it_reproduces_its_recorded_scores_on_the_shared_split(data_dir, recorded, tmp_path):
