@@ -113,13 +113,6 @@ CONFIGS = {
     "baseline+5sf+synth-pretrain+pcen-onset+chain+onset": ({"pretrain_epochs": 10, "frontend": "pcen-onset",
                                                            "recording_chain": 0.5, "onset_delay": 0.5},
                                                           (*SF5, "synth"), {}),
-    # ... with the recording chain on a quarter of the notes of both stages
-    "baseline+5sf+synth-pretrain+pcen+chain.25": ({"pretrain_epochs": 10, "frontend": "pcen", "recording_chain": 0.25},
-                                                  (*SF5, "synth"), {}),
-    # ... with the variation banks in pretraining and the chain on half the notes (the two levers together: the
-    # banks lifted test and the other copies, the chain valid novel)
-    "baseline+5sf+var+synth-pretrain+pcen+chain": ({"pretrain_epochs": 10, "frontend": "pcen", "recording_chain": 0.5},
-                                                   (*SF5, *VARIATIONS, "synth"), {}),
     # ... with the recording chain on every note of both stages
     "baseline+5sf+synth-pretrain+pcen+chain1": ({"pretrain_epochs": 10, "frontend": "pcen", "recording_chain": 1.0},
                                                 (*SF5, "synth"), {}),
