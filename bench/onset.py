@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ensemble import seed_groups  # noqa: E402  (bench/, this script's folder)
 
 from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
+from nsynth_keras.core.config import CLIP_SECONDS  # noqa: E402
 from nsynth_keras.core.files import atomic_path, read_json, set_json_entry  # noqa: E402
 from nsynth_keras.data.twins import audit_split  # noqa: E402
 from nsynth_keras.deploy.inference import load_classifier  # noqa: E402
@@ -47,8 +48,8 @@ def main(argv=None) -> dict:
     if args.report:
         print(write_report(args.json))
         return read_json(args.json)
-    if any(not 0 <= d < 4 for d in args.delays):
-        p.error("--delays: each between 0 and 4 s (a note is 4 s long)")
+    if any(not 0 <= d < CLIP_SECONDS for d in args.delays):
+        p.error(f"--delays: each at least 0 and under {CLIP_SECONDS:g} s (a note's length)")
     if not args.runs:
         p.error("give the run folders to score (or --report)")
     spec = spec_from_args(args)

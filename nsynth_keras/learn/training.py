@@ -37,6 +37,7 @@ from nsynth_keras.data.features import (
     AUGMENTATIONS,
     DB_AUGMENTATIONS,
     NORMALISATIONS,
+    ONSET_DELAY_SHARE,
     Frontend,
     make_augment,
     make_wave_augment,
@@ -108,7 +109,8 @@ class TrainConfig:
                                           "frontend, drawn anew each epoch; training log-mels are then recomputed "
                                           "every epoch instead of cached (0: off)", metavar="P", group=TRAINING,
                                      at_least=0, at_most=1)
-    onset_delay: float = setting(0.0, "longest silence put before half the training notes, drawn anew each epoch "
+    onset_delay: float = setting(0.0, "longest silence put before a training note (each with probability "
+                                      f"{ONSET_DELAY_SHARE:g}), drawn anew each epoch "
                                       "(seconds, before the frontend: a recording seldom starts exactly at the "
                                       "note's onset, as every NSynth note does); training features are then "
                                       "recomputed every epoch (0: off)", metavar="S", group=TRAINING, at_least=0,
