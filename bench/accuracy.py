@@ -29,13 +29,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from onset import over_delays  # noqa: E402  (bench/, this script's folder)
+from onset import over_delays, seed_count  # noqa: E402  (bench/, this script's folder)
 
 from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
 from nsynth_keras.core.config import FAMILIES, SOURCES  # noqa: E402
 from nsynth_keras.core.files import read_json, write_json  # noqa: E402
 from nsynth_keras.data.datasets import DataSpec  # noqa: E402
-from nsynth_keras.data.features import PCEN_COMPRESSIONS  # noqa: E402
+from nsynth_keras.data.features import ONSET_DELAY_SHARE, PCEN_COMPRESSIONS  # noqa: E402
 from nsynth_keras.data.notes import JsonWavLayout
 from nsynth_keras.learn.training import TrainConfig, train  # noqa: E402
 from nsynth_keras.reports.evaluation import evaluate  # noqa: E402
@@ -289,8 +289,8 @@ def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict 
                 + (f", augmentations {', '.join(settings['augment'])}" if settings["augment"] else "")
                 + (f", the recording chain on {settings['recording_chain']:.0%} of the training notes each epoch"
                    if settings.get("recording_chain") else "")
-                + (f", half the training notes moved later by up to {settings['onset_delay']:g} s each epoch"
-                   if settings.get("onset_delay") else ""))
+                + (f", {ONSET_DELAY_SHARE:.0%} of the training notes moved later by up to {settings['onset_delay']:g} "
+                   "s each epoch" if settings.get("onset_delay") else ""))
     folders = {os.path.basename(k).removesuffix(" (pretraining)"): n
                for k, n in config["train_notes_by_folder"].items()}
     real = os.path.basename(os.path.normpath(config["data"]["data_dir"]))
@@ -304,9 +304,9 @@ def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict 
                 if config.get("frontend", {}).get("compression") in PCEN_COMPRESSIONS else "log-mel spectrograms")
     if onset:
         valid_novel = {float(d): row["novel"]["mean"] for d, row in onset["splits"]["valid"].items()}
-        seeds = len(next(iter(onset["splits"]["valid"].values()))["novel"]["runs"])
         spread += ("\n\n**Notes that do not start at the onset.** Every NSynth note starts at its onset; moved later "
-                   f"(silence in front; `bench/onset.py`, {seeds} seeds of the configuration), the novel valid notes "
+                   f"(silence in front; `bench/onset.py`, {seed_count(onset)} seeds of the configuration), the novel "
+                   "valid notes "
                    "score " + ", ".join(f"{v:.3f} at {d * 1000:g} ms" for d, v in sorted(valid_novel.items())) + ".")
     selection = "novel valid notes (no training twin)" if settings.get("select_on") == "novel" else "valid notes"
 
@@ -509,6 +509,7 @@ def main(argv=None) -> int:
         names = args.only or ["baseline", "baseline+timgm6mb"]
     suffix = "_quick" if args.quick else ""
     json_path = os.path.join(args.results, f"accuracy{suffix}.json")
+    onset_path = os.path.join(args.results, "onset.json")  # bench/onset.py's results: the model card, the choice
     results = read_json(json_path)["configs"] if os.path.isfile(json_path) else {}
     if args.report:
         names = []
@@ -544,7 +545,6 @@ def main(argv=None) -> int:
                                            "render": {**RENDER, "velocities": list(RENDER["velocities"])},
                                            "synth_sets": json.loads(json.dumps(SYNTH_SETS)), "configs": results})
                     if args.publish:
-                        onset_path = os.path.join(args.results, "onset.json")
                         onset = read_json(onset_path).get(name) if os.path.isfile(onset_path) else None
                         publish(run_dir, name, seed, spec_from_args(args).real_only(),
                                 results[name]["summary"] if len(runs) > 1 else None, args.publish, onset)
@@ -553,7 +553,6 @@ def main(argv=None) -> int:
                 continue
     ensembles_path = os.path.join(args.results, "ensemble.json")
     ensembles = read_json(ensembles_path) if os.path.isfile(ensembles_path) and not args.quick else None
-    onset_path = os.path.join(args.results, "onset.json")
     onset = read_json(onset_path) if os.path.isfile(onset_path) and not args.quick else None
     md = markdown(results, ensembles, onset) if results else "no configuration ran\n"
     os.makedirs(args.results, exist_ok=True)

@@ -86,6 +86,11 @@ def over_delays(entry: dict) -> dict[str, dict[str, float]]:
             for split, rows in entry["splits"].items()}
 
 
+def seed_count(entry: dict) -> int:
+    """How many seeds (or per-seed ensembles) an entry's figures are the mean of."""
+    return len(next(iter(entry["splits"]["valid"].values()))["all"]["runs"])
+
+
 def write_report(json_path: str) -> str:
     """results/onset.md beside the json: one row per configuration, valid novel at each delay and over them."""
     entries = read_json(json_path)
@@ -106,8 +111,7 @@ def write_report(json_path: str) -> str:
              "| other copies over the delays |",
              "|---|---|" + "---|" * (len(delays) + 5)]
     for name, e in sorted(entries.items(), key=lambda kv: -over_delays(kv[1])["valid"].get("novel", 0)):
-        seeds = len(next(iter(e["splits"]["valid"].values()))["all"]["runs"])
-        runs = f"{seeds}" + (" (ensembles, one per seed)" if e.get("per_seed") else "")
+        runs = f"{seed_count(e)}" + (" (ensembles, one per seed)" if e.get("per_seed") else "")
         lines.append(f"| {name} | {runs} | " + " | ".join(cell(e, "valid", d) for d in delays)
                      + f" | **{over(e, 'valid', 'novel')}** | {cell(e, 'test', '0')} | {over(e, 'test', 'novel')} | "
                      f"{cell(e, 'test', '0', 'other_copies')} | {over(e, 'test', 'other_copies')} |")

@@ -121,11 +121,13 @@ def split_feature_batches(
 
 
 def eval_dataset(spec: DataSpec, split: str, batch_size: int = 64,
-                 frontend: Frontend = DEFAULT_FRONTEND) -> tf.data.Dataset:
-    """Every note of a split in file order, batched: its fields plus its log-mel (by ``frontend``) as ``mel``."""
+                 frontend: Frontend | None = DEFAULT_FRONTEND) -> tf.data.Dataset:
+    """Every note of a split in file order, batched: its fields plus its log-mel (by ``frontend``) as ``mel``
+    (none with ``frontend=None``: a caller that feeds audio or computes its own features)."""
     notes = make_dataset(spec, split).dataset
-    return notes.map(lambda e: {**e, "mel": log_mel(e["audio"], frontend)},
-                     num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if frontend is not None:
+        notes = notes.map(lambda e: {**e, "mel": log_mel(e["audio"], frontend)}, num_parallel_calls=tf.data.AUTOTUNE)
+    return notes.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def load_split(spec: DataSpec, split: str, keys: tuple[str, ...] = ("mel", "family"),

@@ -43,10 +43,12 @@ def predict_split_with(clfs: list[Classifier], spec: DataSpec, split: str, batch
     not start at the note's onset)."""
     ys, srcs, notes = [], [], []
     probs: list[list[np.ndarray]] = [[] for _ in clfs]
-    for batch in eval_dataset(spec, split, batch_size, clfs[0].frontend):
+    # The pipeline computes the first model's features, unless they would be thrown away (delayed notes, audio in)
+    first = None if onset_delay or clfs[0].takes_waveform else clfs[0].frontend
+    for batch in eval_dataset(spec, split, batch_size, first):
         audio = delayed(batch["audio"].numpy(), onset_delay) if onset_delay else batch["audio"].numpy()
         # features by frontend, each computed once a batch
-        inputs = {} if onset_delay else {clfs[0].frontend: batch["mel"].numpy()}
+        inputs = {first: batch["mel"].numpy()} if first else {}
         for out, clf in zip(probs, clfs):
             if clf.takes_waveform:
                 x = audio
