@@ -29,16 +29,34 @@ from nsynth_keras.deploy.inference import load_classifier  # noqa: E402
 from nsynth_keras.reports.evaluation import SCORED_PARTS, predict_split_with, split_scores  # noqa: E402
 
 
-def seed_groups(parser: argparse.ArgumentParser, names: list[str]) -> dict[int, list[int]]:
-    """seed -> the indices of the run folders (named ...-seedN) of that seed; a usage error if one is not."""
+def seed_groups(parser: argparse.ArgumentParser, names: list[str],
+                replicates: int | None = None) -> dict[int, list[int]]:
+    """seed -> the indices of the run folders (named ...-seedN) of that seed; a usage error if one is not. With
+    ``replicates`` N, seed s joins the group of s mod N: seeds 0-5 of a configuration make 3 groups of 2."""
     seeds = [re.search(r"-seed(\d+)", name) for name in names]
     if not all(seeds):
         parser.error("--per-seed needs every run folder named ...-seedN: "
                      + ", ".join(n for n, s in zip(names, seeds) if not s))
     by_seed: dict[int, list[int]] = {}
     for i, match in enumerate(seeds):
-        by_seed.setdefault(int(match.group(1)), []).append(i)
+        seed = int(match.group(1))
+        by_seed.setdefault(seed % replicates if replicates else seed, []).append(i)
     return by_seed
+
+
+def add_grouping_args(parser: argparse.ArgumentParser) -> None:
+    """--per-seed and --replicates, as bench/ensemble.py and bench/onset.py take them."""
+    parser.add_argument("--per-seed", action="store_true",
+                        help="average the runs of each seed (folders named ...-seedN) first: one ensemble per seed, "
+                             "their mean and spread (a mix of configurations measured over seeds)")
+    parser.add_argument("--replicates", type=int, default=None, metavar="N",
+                        help="with --per-seed: seed s joins ensemble s mod N (seeds 0-5, N 3: three ensembles of "
+                             "each configuration's seeds s and s+3)")
+
+
+def check_grouping(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.replicates is not None and (args.replicates < 1 or not args.per_seed):
+        parser.error("--replicates N: N at least 1, with --per-seed")
 
 
 def main(argv=None) -> dict:
@@ -48,14 +66,13 @@ def main(argv=None) -> dict:
     add_data_args(p)
     p.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                   "ensemble.json"))
-    p.add_argument("--per-seed", action="store_true",
-                   help="also average the members of each seed alone (run folders named ...-seedN), as a mix of "
-                        "configurations is measured over seeds: one ensemble per seed, their mean and spread")
+    add_grouping_args(p)
     args = p.parse_args(argv)
+    check_grouping(p, args)
     spec = spec_from_args(args)
     members = [load_classifier(run) for run in args.runs]
     names = [os.path.basename(os.path.normpath(r)) for r in args.runs]
-    by_seed = seed_groups(p, names) if args.per_seed else {}
+    by_seed = seed_groups(p, names, args.replicates) if args.per_seed else {}
     result = {"members": names, "splits": {}}
     for split in ("valid", "test"):
         y, _, all_probs, notes = predict_split_with(members, spec, split)  # the split decoded once for all

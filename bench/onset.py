@@ -6,7 +6,8 @@ seldom does.
     python bench/accuracy.py --only NAME --seeds 0 1 2 --keep ~/runs/NAME
     python bench/onset.py ~/runs/NAME/*-seed* --name NAME      # writes bench/results/onset.json
 
-With --per-seed the runs of each seed (of several configurations) are averaged first: one ensemble per seed.
+With --per-seed the runs of each seed (of several configurations) are averaged first: one ensemble per seed
+(--replicates 3: seeds s and s+3 in one ensemble).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ensemble import seed_groups  # noqa: E402  (bench/, this script's folder)
+from ensemble import add_grouping_args, check_grouping, seed_groups  # noqa: E402  (bench/, this script's folder)
 
 from nsynth_keras.cli import add_data_args, spec_from_args  # noqa: E402
 from nsynth_keras.core.config import CLIP_SECONDS  # noqa: E402
@@ -38,13 +39,13 @@ def main(argv=None) -> dict:
     p.add_argument("--name", default="runs", help="the configuration's name in the results (default: %(default)s)")
     p.add_argument("--delays", type=float, nargs="+", default=DELAYS_S, metavar="S",
                    help="onset delays in seconds (default: %(default)s)")
-    p.add_argument("--per-seed", action="store_true",
-                   help="average the runs of each seed (folders named ...-seedN) first: one ensemble per seed")
+    add_grouping_args(p)
     add_data_args(p)
     p.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                   "onset.json"))
     p.add_argument("--report", action="store_true", help="only write results/onset.md from the json")
     args = p.parse_args(argv)
+    check_grouping(p, args)
     if args.report:
         print(write_report(args.json))
         return read_json(args.json)
@@ -55,7 +56,7 @@ def main(argv=None) -> dict:
     spec = spec_from_args(args)
     runs = [load_classifier(run) for run in args.runs]
     names = [os.path.basename(os.path.normpath(r)) for r in args.runs]
-    groups = list(seed_groups(p, names).values()) if args.per_seed else [[i] for i in range(len(runs))]
+    groups = list(seed_groups(p, names, args.replicates).values()) if args.per_seed else [[i] for i in range(len(runs))]
     result = {"runs": names, "per_seed": args.per_seed, "splits": {}}
     for split in ("valid", "test"):
         audit = audit_split(spec, split)

@@ -151,6 +151,20 @@ def test_the_isa_cap_reaches_onednn(monkeypatch):
     assert any("isa:Intel SSE4.1" in line for line in speed.isa_in_use("keras", "sse41"))
 
 
+def test_runs_group_by_seed_or_by_replicate():
+    import argparse
+
+    import ensemble
+
+    parser = argparse.ArgumentParser()
+    names = [f"{config}-seed{seed}" for config in ("log", "pcen") for seed in range(6)]
+    assert ensemble.seed_groups(parser, names) == {s: [s, s + 6] for s in range(6)}
+    # --replicates 3: seeds s and s+3 of both configurations in one ensemble of four
+    assert ensemble.seed_groups(parser, names, 3) == {s: [s, s + 3, s + 6, s + 9] for s in range(3)}
+    with pytest.raises(SystemExit):
+        ensemble.check_grouping(parser, argparse.Namespace(replicates=3, per_seed=False))
+
+
 @pytest.mark.slow
 def test_ensemble_bench_scores_members_and_their_average(trained_run, data_dir, tmp_path):
     import ensemble
