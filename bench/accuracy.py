@@ -113,6 +113,10 @@ CONFIGS = {
     "baseline+5sf+synth-pretrain+pcen-onset+chain+onset": ({"pretrain_epochs": 10, "frontend": "pcen-onset",
                                                            "recording_chain": 0.5, "onset_delay": 0.5},
                                                           (*SF5, "synth"), {}),
+    # ... with the weights' moving average (momentum 0.99) validated, chosen and kept
+    "baseline+5sf+synth-pretrain+pcen+chain+onset+ema": ({"pretrain_epochs": 10, "frontend": "pcen",
+                                                         "recording_chain": 0.5, "onset_delay": 0.5, "ema": 0.99},
+                                                        (*SF5, "synth"), {}),
     # ... with the recording chain on every note of both stages
     "baseline+5sf+synth-pretrain+pcen+chain1": ({"pretrain_epochs": 10, "frontend": "pcen", "recording_chain": 1.0},
                                                 (*SF5, "synth"), {}),
@@ -129,6 +133,10 @@ CONFIGS = {
     "wide+augment+5sf-balanced": ({**WIDE, "augment": AUGMENT}, SF5, {"extra_balance": True}),
     # Synthesized instruments beside the SoundFonts in pretraining ...
     "wide+augment+5sf+synth-pretrain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10}, (*SF5, "synth"), {}),
+    # ... with the weights' moving average (momentum 0.99) validated, chosen and kept: a seed ensemble's gain in one
+    # model, if it carries over
+    "wide+augment+5sf+synth-pretrain+ema": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10, "ema": 0.99},
+                                            (*SF5, "synth"), {}),
     # ... with the recording chain on half the notes of both stages (the lever that paid most on the baseline)
     "wide+augment+5sf+synth-pretrain+chain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10,
                                                "recording_chain": 0.5}, (*SF5, "synth"), {}),

@@ -24,7 +24,7 @@ OTHER = {"model": "cnn", "filters": (8, 16), "kernel_size": 5, "padding": "valid
          "early_stopping": 3, "seed": 4, "deterministic": True, "mixed_precision": "bf16", "strategy": "mirrored",
          "out": "elsewhere", "run_name": "r1", "overwrite": True, "cache_dir": "cache", "tflite": False,
          "recording_chain": 0.5, "onset_delay": 0.25, "steps_per_execution": 8, "frontend": "pcen",
-         "select_on": "novel", "finetune_learning_rate": 1e-4}
+         "select_on": "novel", "finetune_learning_rate": 1e-4, "ema": 0.99}
 
 
 def argv_of(values: dict, cls) -> list[str]:

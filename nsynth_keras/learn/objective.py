@@ -13,10 +13,12 @@ STEPS_PER_EXECUTION = 32
 
 
 def compile_model(model: keras.Model, learning_rate, label_smoothing: float = 0.0,
-                  steps_per_execution: int = STEPS_PER_EXECUTION) -> None:
-    """Adam at ``learning_rate`` (a float or a schedule), categorical cross-entropy, accuracy and top-3."""
+                  steps_per_execution: int = STEPS_PER_EXECUTION, ema: float = 0.0) -> None:
+    """Adam at ``learning_rate`` (a float or a schedule), categorical cross-entropy, accuracy and top-3. ``ema``
+    above 0: the optimizer also keeps a moving average of the weights with that momentum (Polyak averaging), which
+    fit assigns to the model at its end and keras.callbacks.SwapEMAWeights swaps in for validation."""
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate, use_ema=ema > 0, ema_momentum=ema or 0.99),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.TopKCategoricalAccuracy(3, name="top3")],

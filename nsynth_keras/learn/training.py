@@ -117,6 +117,9 @@ class TrainConfig:
                                  at_most=2)
     label_smoothing: float = setting(0.0, "label smoothing for the cross-entropy", group=TRAINING, at_least=0,
                                      below=1)
+    ema: float = setting(0.0, "keep a moving average of the weights with this momentum (e.g. 0.99: about the last "
+                              "100 steps) and validate, choose and keep it instead of the last step's weights "
+                              "(0: off)", metavar="MOMENTUM", group=TRAINING, at_least=0, below=1)
     class_weight: bool = setting(False, "weight the loss by inverse family frequency (balanced)", group=TRAINING)
     select_on: str = setting("all", "valid notes whose accuracy chooses the best epoch and stops early: all, or "
                                     "novel (those without a twin among the real training notes, by the twin audit: "
@@ -163,6 +166,7 @@ class TrainConfig:
              "--finetune-learning-rate goes with --pretrain-epochs"),
             (not (self.pretrain_epochs and self.strategy == "multiworker"),
              "--pretrain-epochs does not run with --strategy multiworker"),
+            (not (self.ema and self.strategy == "multiworker"), "--ema does not run with --strategy multiworker"),
             (bool(self.filters), "--filters: give at least one kernel count"),
             (self.frontend == "log" or not set(self.augment) & set(DB_AUGMENTATIONS),
              f"--augment {' and '.join(DB_AUGMENTATIONS)} change decibels, and --frontend {self.frontend} features "
@@ -313,8 +317,11 @@ class Backup(keras.callbacks.BackupAndRestore):
         write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
-def fit_callbacks(run: RunFolder, run_name: str, resuming: bool, patience: int) -> list:
+def fit_callbacks(run: RunFolder, run_name: str, resuming: bool, patience: int, ema: bool = False) -> list:
     """Stop on NaN, keep the best epoch on valid, a per-epoch CSV log, TensorBoard, resume after a kill.
+
+    With ``ema`` the weights' moving average is swapped in before validation and for the callbacks after it, so
+    the epoch is scored, chosen and backed up by its average.
 
     BackupAndRestore comes last: an epoch is logged before its backup marks it finished, so a
     kill between the two reruns that epoch (the log keeps its last row) instead of losing it.
@@ -324,6 +331,7 @@ def fit_callbacks(run: RunFolder, run_name: str, resuming: bool, patience: int) 
     checkpoint = KeepBest(run.best_weights, max(earlier) if resuming and earlier else -math.inf)
     callbacks = [
         StopOnNonFinite(run_name),
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []),
         checkpoint,
         keras.callbacks.CSVLogger(run.history_csv, append=True),
         keras.callbacks.TensorBoard(run.logs),
@@ -476,7 +484,7 @@ def fit(config: TrainConfig, data: TrainData, paths: RunPaths, strategy: tf.dist
     with strategy.scope():
         model = config.build_model()
         compile_model(model, learning_rate(config, data.counts["train"] or 1, global_batch), config.label_smoothing,
-                      config.steps_per_execution)
+                      config.steps_per_execution, config.ema)
     class_weight = balanced_class_weight(data.families) if config.class_weight else None
     fit_ds = data.train.map(one_hot)
     fit_valid = (data.valid if data.selection is None else data.selection).map(one_hot)  # chooses the best epoch
@@ -488,7 +496,7 @@ def fit(config: TrainConfig, data: TrainData, paths: RunPaths, strategy: tf.dist
         if config.finetune_learning_rate:
             with strategy.scope():
                 compile_model(model, config.finetune_learning_rate, config.label_smoothing,
-                              config.steps_per_execution)
+                              config.steps_per_execution, config.ema)
     if config.strategy == "multiworker":
         distributed.fit(strategy, model, model.optimizer, with_shard_policy(fit_ds, spec.source), fit_valid,
                         epochs=config.epochs, work_dir=run.path, is_chief=worker == 0,
@@ -497,7 +505,7 @@ def fit(config: TrainConfig, data: TrainData, paths: RunPaths, strategy: tf.dist
     else:
         # shuffle=False: the dataset is already shuffled (Keras ignores shuffle for datasets and warns).
         model.fit(fit_ds, validation_data=fit_valid, epochs=config.epochs, shuffle=False,
-                  callbacks=fit_callbacks(run, paths.name, paths.resuming, config.early_stopping),
+                  callbacks=fit_callbacks(run, paths.name, paths.resuming, config.early_stopping, config.ema > 0),
                   class_weight=class_weight, verbose=default_verbosity() if verbose is None else verbose)
     if os.path.exists(run.best_weights):
         model.load_weights(run.best_weights)
