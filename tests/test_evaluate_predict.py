@@ -8,6 +8,7 @@ from scipy.signal import resample_poly
 
 from nsynth_keras import evaluate, predict
 from nsynth_keras.core.config import FAMILIES
+from nsynth_keras.data.datasets import DataSpec
 from nsynth_keras.reports.evaluation import report
 
 
@@ -55,6 +56,27 @@ def test_evaluate_real_split_writes_json_and_png_for_keras_and_tflite(trained_ru
     r_lite = json.load(open(os.path.join(trained_run, "eval_valid_model.json")))
     assert r_lite["model_kind"] == "tflite"
     assert r_lite["confusion_matrix"] == r["confusion_matrix"]
+
+
+def test_evaluate_onset_delay_scores_the_notes_moved_later_beside_the_plain_report(trained_run, data_dir, capsys,
+                                                                                    tmp_path):
+    from nsynth_keras.deploy.inference import load_classifier
+    from nsynth_keras.reports.evaluation import predict_split_with
+
+    out = str(tmp_path)
+    assert evaluate.main([trained_run, "--data-dir", data_dir, "--split", "valid", "--out", out]) == 0
+    assert evaluate.main([trained_run, "--data-dir", data_dir, "--split", "valid", "--out", out,
+                          "--onset-delay", "0.25"]) == 0
+    assert "every note 250 ms later" in capsys.readouterr().out
+    plain = json.load(open(os.path.join(out, "eval_valid.json")))  # not overwritten
+    moved = json.load(open(os.path.join(out, "eval_valid_onset250ms.json")))
+    assert plain["onset_delay"] == 0 and moved["onset_delay"] == 0.25 and moved["num_notes"] == 200
+    y, _, (probs,), _ = predict_split_with([load_classifier(trained_run)], DataSpec(data_dir=data_dir), "valid",
+                                           onset_delay=0.25)
+    assert moved["accuracy"] == pytest.approx(float((probs.argmax(1) == y).mean()))
+    assert moved["confusion_matrix"] != plain["confusion_matrix"]  # the delayed notes are what it scored
+    assert evaluate.main([trained_run, "--data-dir", data_dir, "--onset-delay", "4"]) == 2
+    assert "--onset-delay 4: give at least 0 and under 4 s" in capsys.readouterr().err
 
 
 def test_evaluate_missing_model_is_one_clear_error(tmp_path, data_dir, capsys):

@@ -9,7 +9,8 @@ import time
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
-from nsynth_keras.core.config import FAMILIES, NUM_CLASSES, SAMPLE_RATE, SOURCES
+from nsynth_keras.core.config import CLIP_SECONDS, FAMILIES, NUM_CLASSES, SAMPLE_RATE, SOURCES
+from nsynth_keras.core.errors import SettingsError
 from nsynth_keras.core.files import check_output_dir, write_json
 from nsynth_keras.data.datasets import DataSpec
 from nsynth_keras.data.features import log_mel
@@ -23,9 +24,9 @@ from nsynth_keras.reports.plots import plot_confusion
 MANIFEST = "manifest.csv"  # where a data folder may say which public copy each note came from
 
 
-def predict_split(clf: Classifier, spec: DataSpec, split: str, batch_size: int = 64):
+def predict_split(clf: Classifier, spec: DataSpec, split: str, batch_size: int = 64, onset_delay: float = 0.0):
     """(true families, instrument sources, probabilities, note names) for every note of a split, in file order."""
-    y, sources, (probs,), notes = predict_split_with([clf], spec, split, batch_size)
+    y, sources, (probs,), notes = predict_split_with([clf], spec, split, batch_size, onset_delay)
     return y, sources, probs, notes
 
 
@@ -217,15 +218,25 @@ def output_stem(model: str) -> str:
     return "" if name == RunFolder.MODEL else "_" + name.split(".")[0]
 
 
+def onset_stem(onset_delay: float) -> str:
+    """The report names' mark for notes moved later: '' at 0, '_onset100ms' at 0.1 s."""
+    return f"_onset{onset_delay * 1000:g}ms" if onset_delay else ""
+
+
 def evaluate(model: str, spec: DataSpec, split: str, out: str | None = None,
-             trust_saved_model: bool = False, audit: bool = True) -> tuple[dict, str]:
+             trust_saved_model: bool = False, audit: bool = True, onset_delay: float = 0.0) -> tuple[dict, str]:
     """Score a model on a split and write eval_<split>.json and its confusion matrix. ``audit``: also score the
-    novel notes (twin audit against the train split) and the notes of other copies (valid and test only)."""
+    novel notes (twin audit against the train split) and the notes of other copies (valid and test only).
+    ``onset_delay``: every note moved that many seconds later (silence in front), reported as
+    eval_<split>_onset<ms>ms.json."""
+    if not 0 <= onset_delay < CLIP_SECONDS:
+        raise SettingsError(f"--onset-delay {onset_delay:g}: give at least 0 and under {CLIP_SECONDS:g} s (a note's "
+                            "length)")
     if out is not None:
         check_output_dir(out, "--out")  # before any work
     clf = load_classifier(model, trust_saved_model=trust_saved_model)
     t = time.time()
-    y, src, probs, notes = predict_split(clf, spec, split)
+    y, src, probs, notes = predict_split(clf, spec, split, onset_delay=onset_delay)
     r = report(y, probs, src)
     if audit and split != "train" and has_train_split(spec):
         r.update(generalisation(spec, split, y, probs, notes))
@@ -233,9 +244,9 @@ def evaluate(model: str, spec: DataSpec, split: str, out: str | None = None,
               # A waveform model (the export, an ensemble of frontends) computes its own features: none is applied.
               "frontend": ({"source": "none applied: the model takes 16 kHz audio and computes its own features"}
                            if clf.takes_waveform else {**clf.frontend.to_json(), "source": clf.frontend_source}),
-              "data": spec.to_json(), "seconds": round(time.time() - t, 1)})
+              "data": spec.to_json(), "onset_delay": onset_delay, "seconds": round(time.time() - t, 1)})
     folder = RunFolder(out or (model if is_run_folder(model) else os.path.dirname(os.path.abspath(clf.path))))
-    stem = output_stem(model)
+    stem = output_stem(model) + onset_stem(onset_delay)
     json_path = folder.eval_json(split, stem)
     write_json(json_path, r)
     plot_confusion(np.asarray(r["confusion_matrix"]["counts"]), folder.confusion_png(split, stem),
