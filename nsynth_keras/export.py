@@ -17,15 +17,16 @@ from nsynth_keras.models.runs import RunFolder
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("export", __doc__)
     parser.add_argument("run", help="run folder written by nsynth_keras.train")
-    parser.add_argument("--variants", nargs="+", choices=tuple(EXPORT_FORMATS), default=list(EXPORT_FORMATS),
-                        help="TFLite variants to write (default: all)")
+    parser.add_argument("--variants", nargs="+", choices=tuple(EXPORT_FORMATS), default=None,
+                        help="TFLite variants to write (default: all; a model that takes audio, an ensemble of "
+                             "frontends: waveform)")
     add_data_args(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> None:
     print(f"Exporting {args.run}")
-    export_run(args.run, spec_from_args(args), tuple(args.variants))
+    export_run(args.run, spec_from_args(args), tuple(args.variants) if args.variants else None)
     print(f"Labels: {RunFolder(args.run).labels} (also in the TFLite Metadata of every .tflite)")
 
 
