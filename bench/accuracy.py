@@ -250,47 +250,58 @@ def run_loso(name: str, args, out: str, json_path: str) -> None:
 
 
 PUBLISHED = ("model.keras", "model_waveform.tflite", "labels.txt", "config.json", "history.json")
+Member = tuple[str, int, str]  # a published run: configuration, seed, run folder
 
 
-def publish(run: str, name: str, seed: int, spec: DataSpec, summary: dict | None, dest: str,
-            onset: dict | None = None) -> None:
-    """Make ``dest`` the shipped model: the run's Keras model and waveform TFLite (with metadata), its config and
-    history, the evaluation of valid and test (with the twin audit) and a model card; swapped in whole."""
+def publish(members: list[Member], spec: DataSpec, summary: dict | None, dest: str, onset: dict | None = None) -> None:
+    """Make ``dest`` the shipped model: one run, or the ensemble of several (their probabilities averaged,
+    nsynth_keras.ensemble); its Keras model and waveform TFLite (with metadata), config (and a single run's
+    history), the evaluation of valid and test (with the twin audit) and a model card; swapped in whole."""
     from nsynth_keras.core.files import atomic_path
     from nsynth_keras.deploy.tflite import write_tflite
+    from nsynth_keras.models.ensemble import write_ensemble
     from nsynth_keras.models.runs import load_keras, run_frontend
 
-    write_tflite(load_keras(os.path.join(run, "model.keras")), "waveform", os.path.join(run, "model_waveform.tflite"),
-                 frontend=run_frontend(run)[0])
-    reports = {split: evaluate(run, spec, split)[0] for split in ("valid", "test")}
-    with atomic_path(dest, folder=True) as tmp:
-        os.makedirs(tmp)
-        for file in PUBLISHED:
-            shutil.copy2(os.path.join(run, file), os.path.join(tmp, file))
-        write_json(os.path.join(tmp, "evaluation.json"), reports)
-        with open(os.path.join(tmp, "MODEL_CARD.md"), "w", encoding="utf-8") as f:
-            f.write(model_card(name, seed, read_json(os.path.join(run, "config.json")), reports, summary, onset))
+    with tempfile.TemporaryDirectory() as work:
+        run = members[0][2] if len(members) == 1 else write_ensemble([m[2] for m in members],
+                                                                     os.path.join(work, "ensemble"))
+        write_tflite(load_keras(os.path.join(run, "model.keras")), "waveform",
+                     os.path.join(run, "model_waveform.tflite"), frontend=run_frontend(run)[0])
+        reports = {split: evaluate(run, spec, split)[0] for split in ("valid", "test")}
+        with atomic_path(dest, folder=True) as tmp:
+            os.makedirs(tmp)
+            for file in PUBLISHED:
+                if os.path.exists(os.path.join(run, file)):  # an ensemble has no history of its own
+                    shutil.copy2(os.path.join(run, file), os.path.join(tmp, file))
+            write_json(os.path.join(tmp, "evaluation.json"), reports)
+            with open(os.path.join(tmp, "MODEL_CARD.md"), "w", encoding="utf-8") as f:
+                f.write(model_card(members, read_json(os.path.join(run, "config.json")), reports, summary, onset))
     sizes = {file: os.path.getsize(os.path.join(dest, file)) for file in os.listdir(dest)}
-    print(f"[accuracy] published {name} seed {seed} to {dest}: {sum(sizes.values()) / 2**20:.2f} MiB "
+    print(f"[accuracy] published {published_name(members)} to {dest}: {sum(sizes.values()) / 2**20:.2f} MiB "
           + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items()))
 
 
-def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict | None,
-               onset: dict | None = None) -> str:
-    """The shipped model's card: what it is, what it was trained on, its scores (``onset``: its configuration's
-    entry in bench/onset.py's results), what it is not for."""
-    test, valid = reports["test"], reports["valid"]
-    fmt = "{mean:.3f} ± {std:.3f}".format
-    spread = ""
-    if summary:
-        keys = [("test accuracy", "test_accuracy"), ("test novel", "test_novel_accuracy"),
-                ("test other copies", "test_other_copies_accuracy"), ("valid novel", "valid_novel_accuracy")]
-        spread = ("\n\nThe same configuration over seeds " + ", ".join(map(str, summary["seeds"])) + ": "
-                  + "; ".join(f"{label} {fmt(**summary[k])}" for label, k in keys if k in summary) + ".")
-    families = "\n".join(f"| {f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} | "
-                         f"{test['novel']['recall'].get(f, float('nan')):.3f} |"
-                         for f, m in test["families"].items() if m["support"])
-    sources = ", ".join(f"{k} {v['accuracy']:.3f} (n={v['num_notes']})" for k, v in test["by_source"].items())
+def published_name(members: list[Member]) -> str:
+    """How the card and the logs name what was published."""
+    if len(members) == 1:
+        return f"`{members[0][0]}`, seed {members[0][1]}"
+    seeds = {name: [str(seed) for n, seed, _ in members if n == name] for name, _, _ in members}
+    return f"an ensemble of {len(members)} runs: " + " and ".join(f"`{name}` seeds {', '.join(s)}"
+                                                                   for name, s in seeds.items())
+
+
+def ensemble_name(names: list[str], seeds_each: int) -> str:
+    """The name an ensemble of these configurations' runs has in bench/onset.py's and ensemble.py's results."""
+    return f"ensemble: {' + '.join(names)} ({seeds_each} seeds each)"
+
+
+def features_of(config: dict) -> str:
+    return ("PCEN mel features (per-channel energy normalisation of 64 mel bands)"
+            if config.get("frontend", {}).get("compression") in PCEN_COMPRESSIONS else "log-mel spectrograms")
+
+
+def training_text(config: dict, reports: dict) -> str:
+    """What a run was trained on and how, from its config.json."""
     settings = config["settings"]
     training = (f"Model `{settings['model']}`, up to {settings['epochs']} epochs (early stopping after "
                 f"{settings['early_stopping']})"
@@ -298,7 +309,8 @@ def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict 
                 + (f", the recording chain on {settings['recording_chain']:.0%} of the training notes each epoch"
                    if settings.get("recording_chain") else "")
                 + (f", {ONSET_DELAY_SHARE:.0%} of the training notes moved later by up to {settings['onset_delay']:g} "
-                   "s each epoch" if settings.get("onset_delay") else ""))
+                   "s each epoch" if settings.get("onset_delay") else "")
+                + (f", the weights' moving average (momentum {settings['ema']:g}) kept" if settings.get("ema") else ""))
     folders = {os.path.basename(k).removesuffix(" (pretraining)"): n
                for k, n in config["train_notes_by_folder"].items()}
     real = os.path.basename(os.path.normpath(config["data"]["data_dir"]))
@@ -307,16 +319,46 @@ def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict 
                   f"epochs), then the {folders.get(real, config['notes']['train']):,} real notes of {real}"
                   if config["notes"].get("pretrain") else
                   f"{config['notes']['train']:,} notes: " + ", ".join(f"{n:,} from {k}" for k, n in folders.items()))
+    selection = "novel valid notes (no training twin)" if settings.get("select_on") == "novel" else "valid notes"
+    chosen = config["notes"].get("selection", reports["valid"]["num_notes"])
+    return (f"**Trained on** {trained_on}. {training}. Best epoch chosen on the {chosen} {selection}; precision "
+            f"{config['precision_policy']}.")
 
-    features = ("PCEN mel features (per-channel energy normalisation of 64 mel bands)"
-                if config.get("frontend", {}).get("compression") in PCEN_COMPRESSIONS else "log-mel spectrograms")
+
+def model_card(members: list[Member], config: dict, reports: dict, summary: dict | None,
+               onset: dict | None = None) -> str:
+    """The shipped model's card: what it is, what it was trained on, its scores (``summary``: its configuration's
+    spread over seeds; ``onset``: its entry in bench/onset.py's results), what it is not for. ``config``: the
+    published run's config.json (an ensemble's lists its members)."""
+    test, valid = reports["test"], reports["valid"]
+    fmt = "{mean:.3f} ± {std:.3f}".format
+    spread = ""
+    if summary:
+        keys = [("test accuracy", "test_accuracy"), ("test novel", "test_novel_accuracy"),
+                ("test other copies", "test_other_copies_accuracy"), ("valid novel", "valid_novel_accuracy")]
+        spread = ("\n\nThe same configuration over seeds " + ", ".join(map(str, summary["seeds"])) + ": "
+                  + "; ".join(f"{label} {fmt(**summary[k])}" for label, k in keys if k in summary) + ".")
+    names = list(dict.fromkeys(name for name, _, _ in members))
+    seeds = list(dict.fromkeys(seed for _, seed, _ in members))
+    if onset and len(members) > 1:  # the same mix over replicates (bench/onset.py --per-seed --replicates)
+        at_0 = {split: onset["splits"][split]["0"] for split in ("test", "valid")}
+        keys = [("test accuracy", "test", "all"), ("test novel", "test", "novel"),
+                ("test other copies", "test", "other_copies"), ("valid novel", "valid", "novel")]
+        spread = (f"\n\nThe same mix over {seed_count(onset)} replicates (seeds s and s+{seed_count(onset)} of each "
+                  "configuration; bench/onset.py at 0 ms): "
+                  + "; ".join(f"{label} {fmt(**at_0[split][part])}" for label, split, part in keys
+                              if part in at_0[split]) + ".")
+    families = "\n".join(f"| {f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} | "
+                         f"{test['novel']['recall'].get(f, float('nan')):.3f} |"
+                         for f, m in test["families"].items() if m["support"])
+    sources = ", ".join(f"{k} {v['accuracy']:.3f} (n={v['num_notes']})" for k, v in test["by_source"].items())
     if onset:
         valid_novel = {float(d): row["novel"]["mean"] for d, row in onset["splits"]["valid"].items()}
+        what = "seeds of the configuration" if len(members) == 1 else "replicates of the mix"
         spread += ("\n\n**Notes that do not start at the onset.** Every NSynth note starts at its onset; moved later "
-                   f"(silence in front; `bench/onset.py`, {seed_count(onset)} seeds of the configuration), the novel "
+                   f"(silence in front; `bench/onset.py`, {seed_count(onset)} {what}), the novel "
                    "valid notes "
                    "score " + ", ".join(f"{v:.3f} at {d * 1000:g} ms" for d, v in sorted(valid_novel.items())) + ".")
-    selection = "novel valid notes (no training twin)" if settings.get("select_on") == "novel" else "valid notes"
 
     def row(split: str, r: dict) -> str:
         part = r.get("other_copies")
@@ -324,25 +366,45 @@ def model_card(name: str, seed: int, config: dict, reports: dict, summary: dict 
         return (f"| {split} | {r['num_notes']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['top3_accuracy']:.3f} "
                 f"| {r['novel']['accuracy']:.3f} (n={r['novel']['num_notes']}) | {other} |")
 
-    return f"""# The shipped model: `{name}`, seed {seed}
+    if len(members) == 1:
+        what_it_is = (f"**What it is.** A Keras CNN ({config['model']['params']:,} parameters; settings in "
+                      "`config.json`) that names the instrument family (11 NSynth families) of one isolated 4-second "
+                      f"note, from 64x64 {features_of(config)}. `model.keras` takes those features "
+                      "`[batch, 64, 64, 1]` (`config.json` `frontend` says how they are computed; every command "
+                      "computes them so); "
+                      "`model_waveform.tflite` takes 16 kHz mono audio `[1, 64000]` with the frontend inside and "
+                      "carries TFLite Metadata (labels, audio properties), for MediaPipe and the demo page.\n\n"
+                      + training_text(config, reports))
+    else:
+        # one entry a configuration: its seeds differ in nothing else
+        configs = {name: read_json(os.path.join(run, "config.json")) for name, _, run in reversed(members)}
+        inside = "audio" in config["model"]["input"]
+        what_it_is = (f"**What it is.** The mean of the family probabilities of {len(members)} Keras CNNs "
+                      f"({config['model']['params']:,} parameters in all; each member's settings, data and scores "
+                      "in `config.json` `ensemble`) that names the instrument family (11 NSynth families) of one "
+                      "isolated 4-second note. "
+                      + ("`model.keras` and `model_waveform.tflite` both take 16 kHz mono audio `[batch, 64000]`, each "
+                         "member computing its own 64x64 features inside"
+                         if inside else f"`model.keras` takes 64x64 {features_of(config)} `[batch, 64, 64, 1]`; "
+                         "`model_waveform.tflite` takes 16 kHz mono audio `[1, 64000]` with the frontend inside")
+                      + "; the TFLite carries TFLite Metadata (labels, audio properties), for MediaPipe and the demo "
+                        "page. It costs its member count in size and latency against one of its members.\n\n"
+                      + "\n".join(f"- `{name}`, seeds {', '.join(str(s) for n, s, _ in members if n == name)} "
+                                   f"({c['model']['params']:,} parameters each, 64x64 {features_of(c)}). "
+                                   f"{training_text(c, reports)}" for name, c in reversed(configs.items())))
+    return f"""# The shipped model: {published_name(members)}
 
 What `predict`, `evaluate`, `tflite_check` and `web` use when no RUN is given. Rebuild it with the command below
 (training is not bit-reproducible, so a rebuilt model scores within the seed-to-seed spread given under Scores):
 
 ```
-python bench/accuracy.py --only {name} --seeds {seed} --publish saved_models/pretrained
+python bench/accuracy.py --only {" ".join(names)} --seeds {" ".join(map(str, seeds))} --publish saved_models/pretrained
 ```
 
-**What it is.** A Keras CNN ({config["model"]["params"]:,} parameters; settings in `config.json`) that names the
-instrument family (11 NSynth families) of one isolated 4-second note, from 64x64 {features}. `model.keras`
-takes those features `[batch, 64, 64, 1]` (`config.json` `frontend` says how they are computed; every command
-computes them so); `model_waveform.tflite` takes 16 kHz mono audio `[1, 64000]` with the frontend inside and carries
-TFLite Metadata (labels, audio properties), for MediaPipe and the demo page.
+{what_it_is}
 
-**Trained on** {trained_on}. `nsynth` is the shared NSynth subset (40 instruments;
-CC BY 4.0); any other folder holds notes rendered by `python -m nsynth_keras.render` (bench/README.md says how).
-{training}. Best epoch chosen on the {config["notes"].get("selection", valid["num_notes"])} {selection}; precision
-{config["precision_policy"]}.
+`nsynth` is the shared NSynth subset (40 instruments; CC BY 4.0); any other folder holds notes rendered by
+`python -m nsynth_keras.render` (bench/README.md says how).
 
 ## Scores (`evaluation.json`; a test reproduces them)
 
@@ -505,8 +567,9 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     p.add_argument("--report", action="store_true", help="only rewrite accuracy.md from accuracy.json")
     p.add_argument("--publish", default=None, metavar="DIR",
-                   help="make DIR the shipped model from the (one) configuration and seed run: its model, waveform "
-                        "TFLite, config, evaluation and model card (e.g. saved_models/pretrained)")
+                   help="make DIR the shipped model (e.g. saved_models/pretrained) from the run of the one --only "
+                        "configuration and seed, or the ensemble of every configuration's runs of every seed: its "
+                        "model, waveform TFLite, config, evaluation and model card")
     p.add_argument("--loso", action="store_true",
                    help="leave one source out instead: for each --only configuration (its table row must exist) and "
                         "seed, one run without each of its rendered sets, scored on that set's notes")
@@ -521,8 +584,9 @@ def main(argv=None) -> int:
     results = read_json(json_path)["configs"] if os.path.isfile(json_path) else {}
     if args.report:
         names = []
-    if args.publish and (len(names) != 1 or len(args.seeds) != 1):
-        p.error("--publish takes one configuration (--only NAME) and one seed (--seeds N)")
+    if args.publish and (not args.only or args.loso or args.quick):
+        p.error("--publish takes the configurations (--only NAME ...) and seeds (--seeds N ...) to train and ship")
+    members: list[Member] = []  # the runs to publish: one, or their ensemble
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or tmp
         if args.loso:
@@ -552,13 +616,16 @@ def main(argv=None) -> int:
                     write_json(json_path, {"epochs": args.epochs, "patience": args.patience,
                                            "render": {**RENDER, "velocities": list(RENDER["velocities"])},
                                            "synth_sets": json.loads(json.dumps(SYNTH_SETS)), "configs": results})
-                    if args.publish:
-                        onset = read_json(onset_path).get(name) if os.path.isfile(onset_path) else None
-                        publish(run_dir, name, seed, spec_from_args(args).real_only(),
-                                results[name]["summary"] if len(runs) > 1 else None, args.publish, onset)
+                    members.append((name, seed, run_dir))
             except FileNotFoundError as err:
                 print(f"[accuracy] {name}: skipped: {err}", flush=True)
                 continue
+        if args.publish and members:
+            mix = names[0] if len(members) == 1 else ensemble_name(names, len(args.seeds))
+            onset = read_json(onset_path).get(mix) if os.path.isfile(onset_path) else None
+            summary = results[names[0]]["summary"] if len(members) == 1 and len(results[names[0]]["runs"]) > 1 \
+                else None
+            publish(members, spec_from_args(args).real_only(), summary, args.publish, onset)
     ensembles_path = os.path.join(args.results, "ensemble.json")
     ensembles = read_json(ensembles_path) if os.path.isfile(ensembles_path) and not args.quick else None
     onset = read_json(onset_path) if os.path.isfile(onset_path) and not args.quick else None

@@ -12,15 +12,21 @@ import numpy as np
 import pytest
 
 from nsynth_keras import evaluate, export, predict, tflite_check
+from nsynth_keras.core.files import write_json, write_labels
 from nsynth_keras.data.datasets import DataSpec
 from nsynth_keras.data.pipeline import load_split
 from nsynth_keras.deploy.inference import KerasClassifier, TFLiteClassifier
 from nsynth_keras.deploy.webpage import model_info, waveform_model
-from nsynth_keras.models.runs import PRETRAINED, RunFolder, run_frontend, run_or_pretrained
+from nsynth_keras.models.runs import PRETRAINED, RunFolder, load_keras, run_frontend, run_or_pretrained
 from nsynth_keras.reports.evaluation import evaluate as evaluate_model
 
-SHIPPED = ("model.keras", "model_waveform.tflite", "labels.txt", "config.json", "history.json", "evaluation.json",
-           "MODEL_CARD.md")
+SHIPPED = ("model.keras", "model_waveform.tflite", "labels.txt", "config.json", "evaluation.json", "MODEL_CARD.md")
+
+
+def members() -> list[dict]:
+    """The shipped ensemble's members as config.json records them ([] for a single run)."""
+    with open(RunFolder(PRETRAINED).config, encoding="utf-8") as f:
+        return json.load(f).get("ensemble", {}).get("members", [])
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +36,20 @@ def recorded() -> dict:
 
 
 def test_the_shipped_folder_is_complete_and_small():
-    sizes = {name: os.path.getsize(os.path.join(PRETRAINED, name)) for name in SHIPPED}
-    assert sum(sizes.values()) < 5 * 2**20, sizes
+    shipped = SHIPPED if members() else (*SHIPPED, "history.json")  # an ensemble has no training history
+    sizes = {name: os.path.getsize(os.path.join(PRETRAINED, name)) for name in shipped}
+    # One CNN is under 5 MiB (Keras model and TFLite); an ensemble costs its members' sizes (4 members: 9.3 MiB).
+    assert sum(sizes.values()) < (10 if members() else 5) * 2**20, sizes
     card = open(os.path.join(PRETRAINED, "MODEL_CARD.md"), encoding="utf-8").read()
     assert "--publish saved_models/pretrained" in card and "## Not for" in card
     assert "Notes that do not start at the onset" in card  # bench/onset.py measured its configuration
+    # The rebuild command trains every member: each configuration at each seed.
+    command = next(line for line in card.splitlines() if "--publish saved_models/pretrained" in line).split()
+    names = command[command.index("--only") + 1:command.index("--seeds")]
+    seeds = command[command.index("--seeds") + 1:command.index("--publish")]
+    record = json.load(open(RunFolder(PRETRAINED).config))
+    runs = sorted(m["settings"]["run_name"] for m in members()) or [record["settings"]["run_name"]]
+    assert runs == sorted(f"{name.replace('+', '_')}-seed{seed}" for name in names for seed in seeds)
 
 
 def test_it_reproduces_its_recorded_scores_on_the_shared_split(data_dir, recorded, tmp_path):
@@ -53,7 +68,8 @@ def test_it_reproduces_its_recorded_scores_on_the_shared_split(data_dir, recorde
 
 def test_its_waveform_tflite_agrees_on_every_test_note(data_dir):
     notes = load_split(DataSpec(data_dir=data_dir), "test", ("audio", "mel"), frontend=run_frontend(PRETRAINED)[0])
-    keras_probs = KerasClassifier(RunFolder(PRETRAINED).model).predict(notes["mel"])
+    model = KerasClassifier(RunFolder(PRETRAINED).model)
+    keras_probs = model.predict(notes["audio"] if model.takes_waveform else notes["mel"])
     lite = TFLiteClassifier(os.path.join(PRETRAINED, "model_waveform.tflite"))
     assert lite.takes_waveform
     lite_probs = lite.predict(notes["audio"])
@@ -80,12 +96,40 @@ def test_evaluate_without_a_run_reports_the_pretrained_model(data_dir, capsys, t
     assert "No RUN given: using the pretrained model" in out and "novel notes (no training twin)" in out
 
 
+def shipped_cnns(dest) -> list[str]:
+    """Run folders of the shipped CNNs: the shipped folder itself, or for an ensemble one member of each frontend
+    (taken out of its model.keras, with the frontend its config.json records)."""
+    if not members():
+        return [str(shutil.copytree(PRETRAINED, dest / "pretrained"))]
+    ensemble = load_keras(RunFolder(PRETRAINED).model)
+    runs, frontends = [], []
+    for i, member in enumerate(members()):
+        if member["frontend"] in frontends:
+            continue
+        frontends.append(member["frontend"])
+        folder = RunFolder(str(dest / f"member_{i}"))
+        os.makedirs(folder.path)
+        ensemble.get_layer(f"member_{i}").save(folder.model)
+        write_labels(folder.labels)
+        write_json(folder.config, {"frontend": member["frontend"]})
+        runs.append(folder.path)
+    return runs
+
+
 def test_every_format_it_exports_meets_the_on_device_thresholds(data_dir, tmp_path, capsys):
-    """The quality bar of the quantized formats (int8: >= 97% top-1 agreement with Keras) on a trained model: a
-    few-epoch smoke model's near-uniform scores flip under int8 on one CPU kind and not on another."""
-    run = shutil.copytree(PRETRAINED, tmp_path / "pretrained")
-    assert export.main([str(run), "--data-dir", data_dir]) == 0
-    rc = tflite_check.main([str(run), "--data-dir", data_dir, "--split", "valid"])
-    rows = {r["model"]: r for r in json.load(open(run / "tflite_check_valid.json"))}
-    assert rc == 0, capsys.readouterr().out
-    assert rows["model_int8.tflite"]["agreement"] >= 0.97 and rows["model_fp16.tflite"]["agreement"] >= 0.99
+    """The quality bar of the quantized formats (int8: >= 97% top-1 agreement with Keras) on trained models (each
+    frontend of the shipped ones): a few-epoch smoke model's near-uniform scores flip under int8 on one CPU kind and
+    not on another."""
+    for run in shipped_cnns(tmp_path):
+        assert export.main([run, "--data-dir", data_dir]) == 0
+        rc = tflite_check.main([run, "--data-dir", data_dir, "--split", "valid"])
+        rows = {r["model"]: r for r in json.load(open(os.path.join(run, "tflite_check_valid.json")))}
+        assert rc == 0, capsys.readouterr().out
+        assert rows["model_int8.tflite"]["agreement"] >= 0.97 and rows["model_fp16.tflite"]["agreement"] >= 0.99
+    if members():  # the ensemble itself exports its one format, the waveform model, which agrees
+        run = shutil.copytree(PRETRAINED, tmp_path / "pretrained")
+        assert export.main([str(run), "--data-dir", data_dir]) == 0
+        assert tflite_check.main([str(run), "--data-dir", data_dir, "--split", "valid"]) == 0
+        rows = json.load(open(run / "tflite_check_valid.json"))
+        assert rows[0]["model"] == "model_waveform.tflite"  # and MediaPipe's runs of it
+        assert all(r["model"].startswith("model_waveform.tflite") and r["agreement"] == 1.0 for r in rows), rows

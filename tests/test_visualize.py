@@ -29,9 +29,10 @@ def test_one_note_per_family_covers_every_family_present(data_dir):
     assert all(n["mel"].shape == (64, 64) and n["audio"].shape == (64000,) for n in notes)
 
 
-def test_visualize_feeds_a_run_its_own_frontend_and_refuses_an_ensemble(data_dir, tmp_path, monkeypatch, capsys):
+def test_visualize_feeds_a_run_its_own_frontend_and_refuses_an_ensemble(trained_run, data_dir, tmp_path, monkeypatch,
+                                                                        capsys):
     from nsynth_keras.models.ensemble import write_ensemble
-    from nsynth_keras.models.runs import PRETRAINED, run_frontend
+    from nsynth_keras.models.runs import run_frontend
 
     seen = []
     real_load_split = plots.load_split
@@ -41,9 +42,8 @@ def test_visualize_feeds_a_run_its_own_frontend_and_refuses_an_ensemble(data_dir
         return real_load_split(*args, **kwargs)
 
     monkeypatch.setattr(plots, "load_split", load_split)
-    pretrained = run_frontend(PRETRAINED)[0]
-    assert visualize.main([PRETRAINED, "--data-dir", data_dir, "--max-examples", "20", "--out", str(tmp_path)]) == 0
-    assert seen == [pretrained]
-    ensemble = write_ensemble([PRETRAINED, PRETRAINED], str(tmp_path / "both"), log=lambda *a: None)
+    assert visualize.main([trained_run, "--data-dir", data_dir, "--max-examples", "20", "--out", str(tmp_path)]) == 0
+    assert seen == [run_frontend(trained_run)[0]]
+    ensemble = write_ensemble([trained_run, trained_run], str(tmp_path / "both"), log=lambda *a: None)
     assert visualize.main([ensemble, "--data-dir", data_dir, "--max-examples", "20"]) == 2
     assert "visualize each member's run" in capsys.readouterr().err
