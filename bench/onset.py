@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     runs = [load_classifier(run) for run in args.runs]
     names = [os.path.basename(os.path.normpath(r)) for r in args.runs]
     groups = list(seed_groups(p, names, args.replicates).values()) if args.per_seed else [[i] for i in range(len(runs))]
-    result = {"runs": names, "per_seed": args.per_seed, "splits": {}}
+    result = {"runs": names, "per_seed": args.per_seed, "replicates": args.replicates, "splits": {}}
     for split in ("valid", "test"):
         audit = audit_split(spec, split)
         rows = result["splits"][split] = {}
@@ -112,7 +112,8 @@ def write_report(json_path: str) -> str:
              "| other copies over the delays |",
              "|---|---|" + "---|" * (len(delays) + 5)]
     for name, e in sorted(entries.items(), key=lambda kv: -over_delays(kv[1])["valid"].get("novel", 0)):
-        runs = f"{seed_count(e)}" + (" (ensembles, one per seed)" if e.get("per_seed") else "")
+        runs = f"{seed_count(e)}" + (f" (ensembles, seeds s and s+{e['replicates']})" if e.get("replicates") else
+                                     " (ensembles, one per seed)" if e.get("per_seed") else "")
         lines.append(f"| {name} | {runs} | " + " | ".join(cell(e, "valid", d) for d in delays)
                      + f" | **{over(e, 'valid', 'novel')}** | {cell(e, 'test', '0')} | {over(e, 'test', 'novel')} | "
                      f"{cell(e, 'test', '0', 'other_copies')} | {over(e, 'test', 'other_copies')} |")
