@@ -11,13 +11,13 @@ import pytest
 
 from nsynth_keras.data.audio import read_wav
 from nsynth_keras.data.datasets import DataSpec
-from nsynth_keras.data.features import FRONTEND, Frontend, log_mel
+from nsynth_keras.data.features import FRONTEND, Frontend, LogMel, log_mel
 from nsynth_keras.deploy.inference import load_classifier
 from nsynth_keras.deploy.ondevice import check_run
 from nsynth_keras.deploy.tflite import export_run
 from nsynth_keras.ensemble import main
 from nsynth_keras.models.cnn import build_baseline
-from nsynth_keras.models.runs import RunError, RunFolder
+from nsynth_keras.models.runs import RunError, RunFolder, load_keras
 from nsynth_keras.reports.evaluation import delayed, evaluate, predict_split_with
 
 
@@ -48,15 +48,19 @@ def test_the_ensemble_is_the_mean_of_its_members_and_evaluates_like_a_run(tmp_pa
 def test_members_of_different_frontends_are_joined_at_the_waveform_and_export_as_one_waveform_model(
         tmp_path, tiny_nsynth):
     log, pcen = Frontend(), Frontend(compression="pcen")
-    runs = [make_run(tmp_path / "log", 0), make_run(tmp_path / "pcen", 1, pcen.to_json())]
+    runs = [make_run(tmp_path / "log", 0), make_run(tmp_path / "pcen", 1, pcen.to_json()),
+            make_run(tmp_path / "log2", 2)]
     assert main([*runs, "--out", str(tmp_path), "--run-name", "mixed"]) == 0
     folder = str(tmp_path / "mixed")
     ensemble = load_classifier(folder)
     assert ensemble.takes_waveform and "frontend" not in json.load(open(RunFolder(folder).config))
+    # the two log-mel members share one frontend layer: each frontend computed once a clip
+    assert sum(isinstance(layer, LogMel) for layer in load_keras(RunFolder(folder).model).layers) == 2
     audio = os.path.join(tiny_nsynth, "nsynth-test", "audio")
     waves = np.stack([read_wav(os.path.join(audio, n)).waveform for n in sorted(os.listdir(audio))])
     expected = np.mean([load_classifier(runs[0]).predict(log_mel(waves, log).numpy()),
-                        load_classifier(runs[1]).predict(log_mel(waves, pcen).numpy())], axis=0)
+                        load_classifier(runs[1]).predict(log_mel(waves, pcen).numpy()),
+                        load_classifier(runs[2]).predict(log_mel(waves, log).numpy())], axis=0)
     np.testing.assert_allclose(ensemble.predict(waves), expected, atol=1e-5)
     # evaluate decodes the split once and feeds every model its own input
     _, _, (together, *members), _ = predict_split_with([ensemble, *map(load_classifier, runs)],

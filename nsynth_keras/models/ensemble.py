@@ -40,8 +40,11 @@ def average_models(members: Sequence[keras.Model], frontends: Sequence[Frontend]
         member.name = f"member_{i}"
     if frontends is not None and len(set(frontends)) > 1:
         audio = keras.Input((NUM_SAMPLES,), name="waveform")
-        scores = [m(LogMel(f.to_json(), name=f"frontend_{i}")(audio)) for i, (m, f) in enumerate(zip(members,
-                                                                                                  frontends))]
+        features = {}  # one frontend layer for the members that share it: computed once a clip
+        for f in frontends:
+            if f not in features:
+                features[f] = LogMel(f.to_json(), name=f"frontend_{len(features)}")(audio)
+        scores = [m(features[f]) for m, f in zip(members, frontends)]
     else:
         audio = keras.Input(members[0].input_shape[1:], name="input")
         scores = [m(audio) for m in members]
