@@ -470,7 +470,8 @@ def ensemble_lines(ensembles: dict) -> list[str]:
     """The table of bench/ensemble.py's results: each ensemble beside its members' mean, and per seed where measured
     (one ensemble of each seed's members: the figure to compare with a configuration's 3 seeds)."""
     lines = ["", "Ensembles (`bench/ensemble.py`: the members' probabilities averaged; members' mean ± spread in "
-             "brackets; \"per seed\": one ensemble of each seed's members, mean ± spread):", "",
+             "brackets; \"per seed\": one ensemble of each seed's members, mean ± spread; \"per replicate\": one "
+             "ensemble of seeds s and s+N of each configuration):", "",
              "| ensemble | members | valid novel | test | **test novel** | test other copies |",
              "|---|---|---|---|---|---|"]
     cells = (("valid", "novel"), ("test", "all"), ("test", "novel"), ("test", "other_copies"))
@@ -482,8 +483,9 @@ def ensemble_lines(ensembles: dict) -> list[str]:
                 shown.append("-")
                 continue
             per = row.get("per_seed")
+            each = "per replicate" if entry.get("replicates") else "per seed"
             shown.append(f"{row['ensemble']:.3f} [{row['members_mean']:.3f} ± {row['members_std']:.3f}]"
-                         + (f"; per seed {per['mean']:.3f} ± {per['std']:.3f}" if per else ""))
+                         + (f"; {each} {per['mean']:.3f} ± {per['std']:.3f}" if per else ""))
         lines.append(f"| {name} | {len(entry['members'])} | " + " | ".join(shown) + " |")
     return lines
 

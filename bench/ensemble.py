@@ -73,7 +73,7 @@ def main(argv=None) -> dict:
     members = [load_classifier(run) for run in args.runs]
     names = [os.path.basename(os.path.normpath(r)) for r in args.runs]
     by_seed = seed_groups(p, names, args.replicates) if args.per_seed else {}
-    result = {"members": names, "splits": {}}
+    result = {"members": names, "replicates": args.replicates, "splits": {}}
     for split in ("valid", "test"):
         y, _, all_probs, notes = predict_split_with(members, spec, split)  # the split decoded once for all
         audit = audit_split(spec, split)
