@@ -296,6 +296,7 @@ def ensemble_name(names: list[str], seeds_each: int) -> str:
 
 
 def features_of(config: dict) -> str:
+    """The features a run's config.json says its model reads, in words."""
     return ("PCEN mel features (per-channel energy normalisation of 64 mel bands)"
             if config.get("frontend", {}).get("compression") in PCEN_COMPRESSIONS else "log-mel spectrograms")
 
@@ -388,7 +389,8 @@ def model_card(members: list[Member], config: dict, reports: dict, summary: dict
                          if inside else f"`model.keras` takes 64x64 {features_of(config)} `[batch, 64, 64, 1]`; "
                          "`model_waveform.tflite` takes 16 kHz mono audio `[1, 64000]` with the frontend inside")
                       + "; the TFLite carries TFLite Metadata (labels, audio properties), for MediaPipe and the demo "
-                        "page. It costs its member count in size and latency against one of its members.\n\n"
+                        "page. It is as large as its members together, and its time per clip is theirs together "
+                        "(each frontend computed once).\n\n"
                       + "\n".join(f"- `{name}`, seeds {', '.join(str(s) for n, s, _ in members if n == name)} "
                                    f"({c['model']['params']:,} parameters each, 64x64 {features_of(c)}). "
                                    f"{training_text(c, reports)}" for name, c in reversed(configs.items())))
