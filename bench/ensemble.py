@@ -55,6 +55,7 @@ def add_grouping_args(parser: argparse.ArgumentParser) -> None:
 
 
 def check_grouping(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A usage error for --replicates without --per-seed or below 1."""
     if args.replicates is not None and (args.replicates < 1 or not args.per_seed):
         parser.error("--replicates N: N at least 1, with --per-seed")
 

@@ -117,6 +117,7 @@ class TrainConfig:
                                  at_most=2)
     label_smoothing: float = setting(0.0, "label smoothing for the cross-entropy", group=TRAINING, at_least=0,
                                      below=1)
+    # A killed run resumes from the average (what each epoch's backup holds), not from the last step's weights.
     ema: float = setting(0.0, "keep a moving average of the weights with this momentum (e.g. 0.99: about the last "
                               "100 steps) and validate, choose and keep it instead of the last step's weights "
                               "(0: off)", metavar="MOMENTUM", group=TRAINING, at_least=0, below=1)
