@@ -246,9 +246,10 @@ def run_loso(name: str, args, out: str, json_path: str) -> None:
             loso.setdefault(left_out, {})[str(seed)] = {"left_out": r["left_out"], "test": r["test"],
                                                           "valid": r["valid"]}
             results[name]["summary"] = summarise(results[name]["runs"], loso)
-            write_json(json_path, {**read_json(json_path), "configs": results})
+            write_json(json_path, {**read_json(json_path), "configs": results}, indent=RESULTS_INDENT)
 
 
+RESULTS_INDENT = None  # accuracy.json on one line: every run of every configuration, 1 MiB indented, 0.55 compact
 PUBLISHED = ("model.keras", "model_waveform.tflite", "labels.txt", "config.json", "history.json")
 Member = tuple[str, int, str]  # a published run: configuration, seed, run folder
 
@@ -286,7 +287,7 @@ def published_name(members: list[Member]) -> str:
     if len(members) == 1:
         return f"`{members[0][0]}`, seed {members[0][1]}"
     seeds = {name: [str(seed) for n, seed, _ in members if n == name] for name, _, _ in members}
-    return f"an ensemble of {len(members)} runs: " + " and ".join(f"`{name}` seeds {', '.join(s)}"
+    return f"an ensemble of {len(members)} runs: " + " and ".join(f"`{name}` seed{'s' * (len(s) > 1)} {', '.join(s)}"
                                                                    for name, s in seeds.items())
 
 
@@ -345,8 +346,9 @@ def model_card(members: list[Member], config: dict, reports: dict, summary: dict
         at_0 = {split: onset["splits"][split]["0"] for split in ("test", "valid")}
         keys = [("test accuracy", "test", "all"), ("test novel", "test", "novel"),
                 ("test other copies", "test", "other_copies"), ("valid novel", "valid", "novel")]
-        spread = (f"\n\nThe same mix over {seed_count(onset)} replicates (seeds s and s+{seed_count(onset)} of each "
-                  "configuration; bench/onset.py at 0 ms): "
+        groups = (f"{seed_count(onset)} replicates (seeds s and s+{onset['replicates']} of each configuration"
+                  if onset.get("replicates") else f"{seed_count(onset)} seeds (one ensemble of each seed's runs")
+        spread = (f"\n\nThe same mix over {groups}; bench/onset.py at 0 ms): "
                   + "; ".join(f"{label} {fmt(**at_0[split][part])}" for label, split, part in keys
                               if part in at_0[split]) + ".")
     families = "\n".join(f"| {f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} | "
@@ -355,7 +357,8 @@ def model_card(members: list[Member], config: dict, reports: dict, summary: dict
     sources = ", ".join(f"{k} {v['accuracy']:.3f} (n={v['num_notes']})" for k, v in test["by_source"].items())
     if onset:
         valid_novel = {float(d): row["novel"]["mean"] for d, row in onset["splits"]["valid"].items()}
-        what = "seeds of the configuration" if len(members) == 1 else "replicates of the mix"
+        what = ("seeds of the configuration" if len(members) == 1 else
+                "replicates of the mix" if onset.get("replicates") else "seeds of the mix")
         spread += ("\n\n**Notes that do not start at the onset.** Every NSynth note starts at its onset; moved later "
                    f"(silence in front; `bench/onset.py`, {seed_count(onset)} {what}), the novel "
                    "valid notes "
@@ -391,7 +394,7 @@ def model_card(members: list[Member], config: dict, reports: dict, summary: dict
                       + "; the TFLite carries TFLite Metadata (labels, audio properties), for MediaPipe and the demo "
                         "page. It is as large as its members together, and its time per clip is theirs together "
                         "(each frontend computed once).\n\n"
-                      + "\n".join(f"- `{name}`, seeds {', '.join(str(s) for n, s, _ in members if n == name)} "
+                      + "\n".join(f"- `{name}`, seed(s) {', '.join(str(s) for n, s, _ in members if n == name)} "
                                    f"({c['model']['params']:,} parameters each, 64x64 {features_of(c)}). "
                                    f"{training_text(c, reports)}" for name, c in reversed(configs.items())))
     return f"""# The shipped model: {published_name(members)}
@@ -619,7 +622,8 @@ def main(argv=None) -> int:
                     os.makedirs(args.results, exist_ok=True)
                     write_json(json_path, {"epochs": args.epochs, "patience": args.patience,
                                            "render": {**RENDER, "velocities": list(RENDER["velocities"])},
-                                           "synth_sets": json.loads(json.dumps(SYNTH_SETS)), "configs": results})
+                                           "synth_sets": json.loads(json.dumps(SYNTH_SETS)), "configs": results},
+                               indent=RESULTS_INDENT)
                     members.append((name, seed, run_dir))
             except FileNotFoundError as err:
                 print(f"[accuracy] {name}: skipped: {err}", flush=True)

@@ -114,9 +114,9 @@ def replace(src: str, dst: str) -> None:
         os.replace(src, dst)
 
 
-def write_json(path: str, obj) -> None:
+def write_json(path: str, obj, indent: int | None = 2) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=False, allow_nan=False)
+        json.dump(obj, f, indent=indent, sort_keys=False, allow_nan=False)
         f.write("\n")
 
 
