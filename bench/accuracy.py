@@ -142,9 +142,6 @@ CONFIGS = {
     # model, if it carries over
     "wide+augment+5sf+synth-pretrain+ema": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10, "ema": 0.99},
                                             (*SF5, "synth"), {}),
-    # ... keeping half a rendered note per real note through fine-tuning (as the PCEN +keep row)
-    "wide+augment+5sf+synth-pretrain+ema+keep": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10, "ema": 0.99,
-                                                 "finetune_extra": 0.5}, (*SF5, "synth"), {}),
     # ... with the recording chain on half the notes of both stages (the lever that paid most on the baseline)
     "wide+augment+5sf+synth-pretrain+chain": ({**WIDE, "augment": AUGMENT, "pretrain_epochs": 10,
                                                "recording_chain": 0.5}, (*SF5, "synth"), {}),
