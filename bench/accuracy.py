@@ -273,7 +273,8 @@ def publish(members: list[Member], spec: DataSpec, summary: dict | None, dest: s
                                                                      os.path.join(work, "ensemble"))
         write_tflite(load_keras(os.path.join(run, "model.keras")), "waveform",
                      os.path.join(run, "model_waveform.tflite"), frontend=run_frontend(run)[0])
-        reports = {split: evaluate(run, spec, split)[0] for split in ("valid", "test")}
+        # the model is named as the shipped folder holds it, not by the temporary path it was scored at
+        reports = {split: {**evaluate(run, spec, split)[0], "model": "model.keras"} for split in ("valid", "test")}
         with atomic_path(dest, folder=True) as tmp:
             os.makedirs(tmp)
             for file in PUBLISHED:
