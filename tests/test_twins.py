@@ -10,7 +10,16 @@ import numpy as np
 
 from nsynth_keras import audit
 from nsynth_keras.data.datasets import DataSpec
-from nsynth_keras.data.twins import TWIN_SIMILARITY, NoteVectors, audit_against, nearest, note_vectors, training_vectors
+from nsynth_keras.data.twins import (
+    TWIN_SIMILARITY,
+    NoteVectors,
+    audit_against,
+    instrument_kind,
+    nearest,
+    note_vectors,
+    training_vectors,
+)
+from nsynth_keras.reports.evaluation import copies_of
 
 
 def vectors(pitches, rows) -> NoteVectors:
@@ -43,6 +52,25 @@ def test_the_threshold_separates_known_twins_from_other_families(data_dir):
             rows = [i for i, n in enumerate(a.notes) if n.startswith(known) and np.isfinite(a.similarity[i])]
             assert rows and a.twin[rows].all(), (split, known)
         assert 0 < a.twin.sum() < len(a.notes) / 2
+        # Every training family has one source here; the test notes of other sources all come from other copies.
+        unheard = [n for n, u in zip(a.notes, a.unheard_kind) if u]
+        copies = copies_of(data_dir)
+        assert len(unheard) == (20 if split == "test" else 0), unheard
+        assert all("vtan05/gct634" not in copies[split, n] for n in unheard)
+
+
+def test_unheard_kinds_are_the_family_source_pairs_no_training_note_has():
+    def named(notes):
+        return NoteVectors(notes, [n.rsplit("-", 2)[0] for n in notes], np.full(len(notes), 60),
+                           np.zeros(len(notes), np.int32), np.eye(len(notes), 3, dtype=np.float32))
+
+    reference = named(["keyboard_acoustic_000-060-100", "bass_electronic_001-060-100"])
+    query = named(["keyboard_electronic_003-060-050", "keyboard_acoustic_009-060-075",
+                   "synth_lead_synthetic_002-060-127"])
+    a = audit_against(query, reference, "test")
+    assert instrument_kind("synth_lead_synthetic_002-060-127") == "synth_lead_synthetic"
+    assert a.unheard_kind.tolist() == [True, False, True]
+    assert a.summary()["unheard_family_source"] == 2
 
 
 def test_the_audit_command_lists_twin_instruments_and_writes_its_files(data_dir, tmp_path, capsys):

@@ -103,10 +103,17 @@ class SplitAudit:
     nearest_family: list[int | None]
     similarity: np.ndarray
     threshold: float
+    training_kinds: frozenset[str] = frozenset()  # the family-source pairs of the training notes
 
     @property
     def twin(self) -> np.ndarray:
         return self.similarity >= self.threshold
+
+    @property
+    def unheard_kind(self) -> np.ndarray:
+        """Notes whose family and source no training note shares (an electronic keyboard where every training
+        keyboard is acoustic): what only a model that separates the family from the recording gets right."""
+        return np.array([instrument_kind(n) not in self.training_kinds for n in self.notes], bool)
 
     def summary(self) -> dict:
         twin = self.twin
@@ -120,6 +127,7 @@ class SplitAudit:
             if len(finite) else {},
             "twin_instruments": [{"instrument": a, "training_instrument": b, "notes": n}
                                  for (a, b), n in pairs.most_common()],
+            "unheard_family_source": int(self.unheard_kind.sum()),
             "novel_by_family": {FAMILIES[f]: int(((self.families == f) & ~twin).sum())
                                 for f in range(len(FAMILIES)) if (self.families == f).any()},
         }
@@ -139,7 +147,13 @@ def audit_against(query: NoteVectors, reference: NoteVectors, split: str,
         return [column[i] if i >= 0 else None for i in index]
 
     return SplitAudit(split, query.notes, query.families, pick(reference.notes), pick(reference.instruments),
-                      [int(f) if f is not None else None for f in pick(reference.families)], similarity, threshold)
+                      [int(f) if f is not None else None for f in pick(reference.families)], similarity, threshold,
+                      frozenset(map(instrument_kind, reference.notes)))
+
+
+def instrument_kind(note: str) -> str:
+    """A note name's family and source: 'keyboard_electronic' for keyboard_electronic_003-060-050."""
+    return note.rsplit("-", 2)[0].rsplit("_", 1)[0]
 
 
 def training_vectors(spec: DataSpec) -> NoteVectors:

@@ -149,7 +149,7 @@ def generalisation(spec: DataSpec, split: str, y: np.ndarray, probs: np.ndarray,
         raise RunError(f"the twin audit of {split} read other notes than the evaluation ({len(audit.notes)} vs "
                        f"{len(notes)})")
     out = {"twin_audit": audit.summary(), "novel": subset_report(y, probs, ~audit.twin),
-           "twins": subset_report(y, probs, audit.twin)}
+           "twins": subset_report(y, probs, audit.twin), "unheard_kinds": subset_report(y, probs, audit.unheard_kind)}
     copies = copies_of(spec.data_dir)
     if copies:
         train_copies = set().union(*(c for (s, _), c in copies.items() if s == "train"))
@@ -158,7 +158,7 @@ def generalisation(spec: DataSpec, split: str, y: np.ndarray, probs: np.ndarray,
     return out
 
 
-SCORED_PARTS = ("all", "novel", "other_copies")
+SCORED_PARTS = ("all", "novel", "other_copies", "unheard_kinds")
 
 
 def split_scores(spec: DataSpec, split: str, y: np.ndarray, probs: np.ndarray, notes: list[str],
@@ -186,7 +186,8 @@ def format_report(r: dict, title: str = "") -> str:
         lines.append("by source: " + ", ".join(f"{k} {v['accuracy']:.3f} (n={v['num_notes']})"
                                              for k, v in r["by_source"].items()))
     for key, what in (("novel", "novel notes (no training twin)"), ("twins", "notes with a training twin"),
-                      ("other_copies", "notes of copies no training note comes from")):
+                      ("other_copies", "notes of copies no training note comes from"),
+                      ("unheard_kinds", "notes of a family and source no training note has")):
         part = r.get(key)
         if part and part["num_notes"]:
             missed = f"; never right: {', '.join(part['missed_families'])}" if part["missed_families"] else ""
