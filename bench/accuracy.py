@@ -117,6 +117,10 @@ CONFIGS = {
     "baseline+5sf+synth-pretrain+pcen+chain+onset+ema": ({"pretrain_epochs": 10, "frontend": "pcen",
                                                          "recording_chain": 0.5, "onset_delay": 0.5, "ema": 0.99},
                                                         (*SF5, "synth"), {}),
+    # ... with the variation banks as 89 more instruments in pretraining (they paid on PCEN without the chain)
+    "baseline+5sf+var+synth-pretrain+pcen+chain+onset+ema": ({"pretrain_epochs": 10, "frontend": "pcen",
+                                                             "recording_chain": 0.5, "onset_delay": 0.5, "ema": 0.99},
+                                                            (*SF5, *VARIATIONS, "synth"), {}),
     # ... keeping half a rendered note per real note through fine-tuning: every family x source the real notes lack
     # (electric pianos, synth basses, electric guitars) stays in the batches, so the source is no shortcut
     "baseline+5sf+synth-pretrain+pcen+chain+onset+ema+keep": ({"pretrain_epochs": 10, "frontend": "pcen",
