@@ -38,7 +38,7 @@ from nsynth_keras.data.datasets import DataSpec  # noqa: E402
 from nsynth_keras.data.features import ONSET_DELAY_SHARE, PCEN_COMPRESSIONS  # noqa: E402
 from nsynth_keras.data.notes import JsonWavLayout
 from nsynth_keras.learn.training import TrainConfig, train  # noqa: E402
-from nsynth_keras.reports.evaluation import evaluate  # noqa: E402
+from nsynth_keras.reports.evaluation import SCORED_PARTS, evaluate  # noqa: E402
 from nsynth_keras.sounds.rendering import RenderConfig, default_soundfont, render  # noqa: E402
 
 AUGMENT = ("specaugment", "gain", "shift", "mel_roll", "mixup")
@@ -221,9 +221,9 @@ def run_one(name: str, seed: int, args, out: str, left_out: str | None = None) -
     for split, data in (("valid", scoring), ("test", scoring), ("heldout_synth", heldout)):
         r, _ = evaluate(run, data, "valid" if split == "heldout_synth" else split, audit=split != "heldout_synth")
         result[split] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
-                         # Notes without a training twin, and notes of copies no training note comes from.
-                         **{f"{part}_accuracy": r[part].get("accuracy") for part in ("novel", "other_copies")
-                            if part in r},
+                         # Notes without a training twin, notes of copies no training note comes from, and notes
+                         # of a family and source no training note has (None where there are none).
+                         **{f"{part}_accuracy": r[part].get("accuracy") for part in SCORED_PARTS[1:] if part in r},
                          **{f"{part}_missed": r[part].get("missed_families") for part in ("novel",) if part in r},
                          "by_source": {k: v["accuracy"] for k, v in r.get("by_source", {}).items()},
                          "families": {f: {"accuracy": m["accuracy"], "f1": m["f1"]}
@@ -347,7 +347,9 @@ def model_card(members: list[Member], config: dict, reports: dict, summary: dict
     spread = ""
     if summary:
         keys = [("test accuracy", "test_accuracy"), ("test novel", "test_novel_accuracy"),
-                ("test other copies", "test_other_copies_accuracy"), ("valid novel", "valid_novel_accuracy")]
+                ("test other copies", "test_other_copies_accuracy"),
+                ("test of an unheard family and source", "test_unheard_kinds_accuracy"),
+                ("valid novel", "valid_novel_accuracy")]
         spread = ("\n\nThe same configuration over seeds " + ", ".join(map(str, summary["seeds"])) + ": "
                   + "; ".join(f"{label} {fmt(**summary[k])}" for label, k in keys if k in summary) + ".")
     names = list(dict.fromkeys(name for name, _, _ in members))
@@ -355,7 +357,8 @@ def model_card(members: list[Member], config: dict, reports: dict, summary: dict
     if onset and len(members) > 1:  # the same mix over replicates (bench/onset.py --per-seed --replicates)
         at_0 = {split: onset["splits"][split]["0"] for split in ("test", "valid")}
         keys = [("test accuracy", "test", "all"), ("test novel", "test", "novel"),
-                ("test other copies", "test", "other_copies"), ("valid novel", "valid", "novel")]
+                ("test other copies", "test", "other_copies"),
+                ("test of an unheard family and source", "test", "unheard_kinds"), ("valid novel", "valid", "novel")]
         groups = (f"{seed_count(onset)} replicates (seeds s and s+{onset['replicates']} of each configuration"
                   if onset.get("replicates") else f"{seed_count(onset)} seeds (one ensemble of each seed's runs")
         spread = (f"\n\nThe same mix over {groups}; bench/onset.py at 0 ms): "
@@ -373,6 +376,11 @@ def model_card(members: list[Member], config: dict, reports: dict, summary: dict
                    f"(silence in front; `bench/onset.py`, {seed_count(onset)} {what}), the novel "
                    "valid notes "
                    "score " + ", ".join(f"{v:.3f} at {d * 1000:g} ms" for d, v in sorted(valid_novel.items())) + ".")
+
+    part = test.get("unheard_kinds")
+    unheard = (f" On the {part['num_notes']} test notes of a family and source that no training note has (an "
+               f"electronic keyboard where every training keyboard is acoustic, say): {part['accuracy']:.3f}."
+               if part and part["num_notes"] else "")
 
     def row(split: str, r: dict) -> str:
         part = r.get("other_copies")
@@ -428,7 +436,7 @@ python bench/accuracy.py --only {" ".join(names)} --seeds {" ".join(map(str, see
 {row("valid", valid)}
 {row("test", test)}
 
-Test by instrument source: {sources}.{spread}
+Test by instrument source: {sources}.{unheard}{spread}
 
 **Read the novel column.** Test instruments are never in training, but NSynth files some instruments twice under
 other ids, and {test["twins"]["num_notes"]} of the {test["num_notes"]} test notes have such a near-copy in train
@@ -458,7 +466,7 @@ def summarise(runs: list[dict], loso: dict | None = None) -> dict:
     row = {f"{split}_{m}": mean_std(r[split][m] for r in runs)
            for split in ("valid", "test") for m in ("accuracy", "macro_f1")}
     for split in ("valid", "test"):
-        for part in ("novel", "other_copies"):
+        for part in SCORED_PARTS[1:]:
             if all(r[split].get(f"{part}_accuracy") is not None for r in runs):
                 row[f"{split}_{part}_accuracy"] = mean_std(r[split][f"{part}_accuracy"] for r in runs)
     if all("novel_missed" in r["test"] for r in runs):
