@@ -122,7 +122,7 @@ CONFIGS = {
                                                              "recording_chain": 0.5, "onset_delay": 0.5, "ema": 0.99},
                                                             (*SF5, *VARIATIONS, "synth"), {}),
     # ... keeping half a rendered note per real note through fine-tuning: every family x source the real notes lack
-    # (electric pianos, synth basses, electric guitars) stays in the batches, so the source is no shortcut
+    # (electric pianos, synth basses, electric guitars) stays in the batches (it cost test: README "Other copies")
     "baseline+5sf+synth-pretrain+pcen+chain+onset+ema+keep": ({"pretrain_epochs": 10, "frontend": "pcen",
                                                               "recording_chain": 0.5, "onset_delay": 0.5, "ema": 0.99,
                                                               "finetune_extra": 0.5}, (*SF5, "synth"), {}),
