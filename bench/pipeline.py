@@ -171,13 +171,16 @@ def tfds_vs_jsonwav(spec, args) -> dict:
             "tfds_over_jsonwav": round(rates["tfds"] / rates["jsonwav"], 3)}
 
 
-INDEX_PROBE = """
+# The probes' resident memory in bytes (statm counts 4 KiB pages), defined once for both.
+RSS = """
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+"""
+INDEX_PROBE = RSS + """
 import gc, sys
 import nsynth_keras
 from nsynth_keras.data.datasets import table_dataset
 from nsynth_keras.data.notes import Filters, read_examples
-def rss():
-    return int(open("/proc/self/statm").read().split()[1]) * 4096
 one = read_examples(sys.argv[1], sys.argv[2], Filters(max_examples=1))
 next(iter(table_dataset(one, shuffle=True).batch(64)))  # TensorFlow's runtime started before the baseline
 gc.collect()
@@ -207,11 +210,9 @@ def probe(script: str, *args: str) -> str:
     return done.stdout
 
 
-READ_PROBE = """
+READ_PROBE = RSS + """
 import sys
 from nsynth_keras.data.notes import read_examples
-def rss():
-    return int(open("/proc/self/statm").read().split()[1]) * 4096
 before = rss()
 table = read_examples(sys.argv[1], "train", check=False)
 print(len(table), rss() - before)
