@@ -378,7 +378,7 @@ def model_card(members: list[Member], config: dict, reports: dict, summary: dict
                    "score " + ", ".join(f"{v:.3f} at {d * 1000:g} ms" for d, v in sorted(valid_novel.items())) + ".")
 
     part = test.get("unheard_kinds")
-    unheard = (f" On the {part['num_notes']} test notes of a family and source that no training note has (an "
+    unheard = (f" On the {part['num_notes']} test notes of a family and source that no real training note has (an "
                f"electronic keyboard where every training keyboard is acoustic, say): {part['accuracy']:.3f}."
                if part and part["num_notes"] else "")
 
