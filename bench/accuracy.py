@@ -261,6 +261,10 @@ def run_loso(name: str, args, out: str, json_path: str) -> None:
 RESULTS_INDENT = None  # accuracy.json on one line: every run of every configuration, 1 MiB indented, 0.55 compact
 PUBLISHED = ("model.keras", "model_waveform.tflite", "labels.txt", "config.json", "history.json")
 Member = tuple[str, int, str]  # a published run: configuration, seed, run folder
+# The spread the model card gives: (label, split, part of the split as evaluation.SCORED_PARTS names it).
+CARD_SCORES = (("test accuracy", "test", "all"), ("test novel", "test", "novel"),
+               ("test other copies", "test", "other_copies"),
+               ("test of an unheard family and source", "test", "unheard_kinds"), ("valid novel", "valid", "novel"))
 
 
 def publish(members: list[Member], spec: DataSpec, summary: dict | None, dest: str, onset: dict | None = None) -> None:
@@ -345,24 +349,19 @@ def model_card(members: list[Member], config: dict, reports: dict, summary: dict
     test, valid = reports["test"], reports["valid"]
     fmt = "{mean:.3f} ± {std:.3f}".format
     spread = ""
-    if summary:
-        keys = [("test accuracy", "test_accuracy"), ("test novel", "test_novel_accuracy"),
-                ("test other copies", "test_other_copies_accuracy"),
-                ("test of an unheard family and source", "test_unheard_kinds_accuracy"),
-                ("valid novel", "valid_novel_accuracy")]
+    if summary:  # its keys: test_accuracy, test_novel_accuracy, ...
+        keys = [(label, f"{split}_accuracy" if part == "all" else f"{split}_{part}_accuracy")
+                for label, split, part in CARD_SCORES]
         spread = ("\n\nThe same configuration over seeds " + ", ".join(map(str, summary["seeds"])) + ": "
                   + "; ".join(f"{label} {fmt(**summary[k])}" for label, k in keys if k in summary) + ".")
     names = list(dict.fromkeys(name for name, _, _ in members))
     seeds = list(dict.fromkeys(seed for _, seed, _ in members))
     if onset and len(members) > 1:  # the same mix over replicates (bench/onset.py --per-seed --replicates)
         at_0 = {split: onset["splits"][split]["0"] for split in ("test", "valid")}
-        keys = [("test accuracy", "test", "all"), ("test novel", "test", "novel"),
-                ("test other copies", "test", "other_copies"),
-                ("test of an unheard family and source", "test", "unheard_kinds"), ("valid novel", "valid", "novel")]
         groups = (f"{seed_count(onset)} replicates (seeds s and s+{onset['replicates']} of each configuration"
                   if onset.get("replicates") else f"{seed_count(onset)} seeds (one ensemble of each seed's runs")
         spread = (f"\n\nThe same mix over {groups}; bench/onset.py at 0 ms): "
-                  + "; ".join(f"{label} {fmt(**at_0[split][part])}" for label, split, part in keys
+                  + "; ".join(f"{label} {fmt(**at_0[split][part])}" for label, split, part in CARD_SCORES
                               if part in at_0[split]) + ".")
     families = "\n".join(f"| {f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} | "
                          f"{test['novel']['recall'].get(f, float('nan')):.3f} |"

@@ -23,10 +23,14 @@ from nsynth_keras.reports.evaluation import evaluate as evaluate_model
 SHIPPED = ("model.keras", "model_waveform.tflite", "labels.txt", "config.json", "evaluation.json", "MODEL_CARD.md")
 
 
+def shipped_config() -> dict:
+    with open(RunFolder(PRETRAINED).config, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def members() -> list[dict]:
     """The shipped ensemble's members as config.json records them ([] for a single run)."""
-    with open(RunFolder(PRETRAINED).config, encoding="utf-8") as f:
-        return json.load(f).get("ensemble", {}).get("members", [])
+    return shipped_config().get("ensemble", {}).get("members", [])
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +50,7 @@ def test_the_shipped_folder_is_complete_and_small():
     command = next(line for line in card.splitlines() if "--publish saved_models/pretrained" in line).split()
     names = command[command.index("--only") + 1:command.index("--seeds")]
     seeds = command[command.index("--seeds") + 1:command.index("--publish")]
-    record = json.load(open(RunFolder(PRETRAINED).config))
-    runs = sorted(m["settings"]["run_name"] for m in members()) or [record["settings"]["run_name"]]
+    runs = sorted(m["settings"]["run_name"] for m in members()) or [shipped_config()["settings"]["run_name"]]
     assert runs == sorted(f"{name.replace('+', '_')}-seed{seed}" for name in names for seed in seeds)
 
 
@@ -59,6 +62,7 @@ def test_it_reproduces_its_recorded_scores_on_the_shared_split(data_dir, recorde
         assert r["confusion_matrix"]["counts"] == was["confusion_matrix"]["counts"]  # every note named alike
         assert r["accuracy"] == was["accuracy"] and r["macro_f1"] == pytest.approx(was["macro_f1"], abs=1e-12)
         assert r["novel"] == was["novel"] and r["twins"] == was["twins"]
+        assert r["unheard_kinds"] == was["unheard_kinds"] and r["other_copies"] == was["other_copies"]
     card = open(os.path.join(PRETRAINED, "MODEL_CARD.md"), encoding="utf-8").read()
     test = recorded["test"]
     assert f"| test | {test['num_notes']} | {test['accuracy']:.3f} | {test['macro_f1']:.3f} |" in card

@@ -10,6 +10,7 @@ import numpy as np
 
 from nsynth_keras import audit
 from nsynth_keras.data.datasets import DataSpec
+from nsynth_keras.data.notes import instrument_of
 from nsynth_keras.data.twins import (
     TWIN_SIMILARITY,
     NoteVectors,
@@ -61,7 +62,7 @@ def test_the_threshold_separates_known_twins_from_other_families(data_dir):
 
 def test_unheard_kinds_are_the_family_source_pairs_no_training_note_has():
     def named(notes):
-        return NoteVectors(notes, [n.rsplit("-", 2)[0] for n in notes], np.full(len(notes), 60),
+        return NoteVectors(notes, [instrument_of(n) for n in notes], np.full(len(notes), 60),
                            np.zeros(len(notes), np.int32), np.eye(len(notes), 3, dtype=np.float32))
 
     reference = named(["keyboard_acoustic_000-060-100", "bass_electronic_001-060-100"])

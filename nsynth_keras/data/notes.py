@@ -200,6 +200,11 @@ def checked(table: NoteTable, strict: bool = False) -> NoteTable:
 NOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def instrument_of(note: str) -> str:
+    """The instrument a note name names: 'keyboard_electronic_003' for keyboard_electronic_003-060-050."""
+    return note.rsplit("-", 2)[0]
+
+
 def _label(meta: dict, field: str, names: tuple[str, ...]) -> int:
     """An integer label in range that agrees with its ``<field>_str`` when both are given."""
     value = meta[field]
@@ -265,7 +270,7 @@ def _parse_entry(key: str, meta: dict | _Fields) -> _Fields:
             raise TypeError("metadata is not an object")
         meta = _fields(meta)
     return meta._replace(note=key if meta.note is None else meta.note,
-                         instrument=key.rsplit("-", 2)[0] if meta.instrument is None else meta.instrument)
+                         instrument=instrument_of(key) if meta.instrument is None else meta.instrument)
 
 
 def _check_wav(path: str) -> bool | AudioError:

@@ -28,7 +28,7 @@ import tensorflow as tf
 from nsynth_keras.core.config import FAMILIES
 from nsynth_keras.data.datasets import DataSpec, make_dataset
 from nsynth_keras.data.features import log_mel
-from nsynth_keras.data.notes import Filters, JsonWavLayout
+from nsynth_keras.data.notes import Filters, JsonWavLayout, instrument_of
 
 TWIN_SIMILARITY = 0.947
 PITCH_WINDOW = 2  # semitones: a twin recording at a neighbouring pitch still counts
@@ -103,7 +103,7 @@ class SplitAudit:
     nearest_family: list[int | None]
     similarity: np.ndarray
     threshold: float
-    training_kinds: frozenset[str] = frozenset()  # the family-source pairs of the training notes
+    training_kinds: frozenset[str]  # the family-source pairs of the training notes
 
     @property
     def twin(self) -> np.ndarray:
@@ -117,7 +117,7 @@ class SplitAudit:
 
     def summary(self) -> dict:
         twin = self.twin
-        pairs = Counter((self.notes[i].rsplit("-", 2)[0], self.nearest_instrument[i]) for i in np.flatnonzero(twin))
+        pairs = Counter((instrument_of(self.notes[i]), self.nearest_instrument[i]) for i in np.flatnonzero(twin))
         finite = self.similarity[np.isfinite(self.similarity)]
         return {
             "notes": len(self.notes), "twins": int(twin.sum()), "novel": int((~twin).sum()),
@@ -153,7 +153,7 @@ def audit_against(query: NoteVectors, reference: NoteVectors, split: str,
 
 def instrument_kind(note: str) -> str:
     """A note name's family and source: 'keyboard_electronic' for keyboard_electronic_003-060-050."""
-    return note.rsplit("-", 2)[0].rsplit("_", 1)[0]
+    return instrument_of(note).rsplit("_", 1)[0]
 
 
 def training_vectors(spec: DataSpec) -> NoteVectors:
